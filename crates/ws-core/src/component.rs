@@ -1,0 +1,128 @@
+//! The [`Component`] trait and [`component_fn`].
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::connection::Connection;
+use crate::context::ServerContext;
+use crate::message::{CloseReason, Message};
+
+/// The error type components return; anything that is an error will do.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A WebSocket application mounted on one route (Ratchet's
+/// `MessageComponentInterface`).
+///
+/// The server calls `on_open` once, then `on_message` for each message in the
+/// order received — never two at a time for one connection — and `on_close`
+/// exactly once for every connection that was opened, whatever ended it.
+/// An error from `on_open` or `on_message` goes to `on_error`, and the
+/// connection is closed with 1011.
+#[async_trait::async_trait]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a ws-provider component",
+    label = "needs `impl ws_core::Component for {Self}`",
+    note = "implement `on_message` inside `#[ws_core::async_trait] impl Component for {Self} {{ … }}`, or wrap a closure with `ws_core::component_fn`"
+)]
+pub trait Component: Send + Sync + 'static {
+    /// The route this component is mounted on, before the server's prefix
+    /// (`/chat/{room}`); a leading `/` is added when missing. `None` uses
+    /// [`default_route`](crate::default_route) of [`name`](Self::name).
+    fn route(&self) -> Option<Cow<'static, str>> {
+        None
+    }
+
+    /// The component's name in listings: its Rust type path by default.
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(std::any::type_name::<Self>())
+    }
+
+    /// Subprotocols this component speaks, most preferred first. The server
+    /// picks the first one the client offers.
+    fn subprotocols(&self) -> Vec<Cow<'static, str>> {
+        Vec::new()
+    }
+
+    /// Called once before the server accepts connections: register timers,
+    /// signal handlers and background tasks (the original's `configureLoop`).
+    fn configure(self: Arc<Self>, ctx: &mut ServerContext) {
+        let _ = ctx;
+    }
+
+    /// A connection was opened.
+    async fn on_open(&self, conn: &Connection) -> Result<(), BoxError> {
+        let _ = conn;
+        Ok(())
+    }
+
+    /// A message arrived.
+    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError>;
+
+    /// The connection ended; called exactly once per opened connection.
+    async fn on_close(&self, conn: &Connection, reason: CloseReason) {
+        let _ = (conn, reason);
+    }
+
+    /// `on_open` or `on_message` failed (or panicked). The connection is closed
+    /// with 1011 afterwards.
+    async fn on_error(&self, conn: &Connection, error: BoxError) {
+        let _ = (conn, error);
+    }
+}
+
+/// A component made of one closure for `on_message`, mounted on `route`.
+///
+/// ```
+/// use ws_core::{component_fn, Component, Connection, Message};
+///
+/// let echo = component_fn("/echo", |conn: Connection, msg: Message| async move {
+///     conn.send(msg)?;
+///     Ok(())
+/// });
+/// assert_eq!(echo.route().as_deref(), Some("/echo"));
+/// ```
+pub fn component_fn<F, Fut>(route: impl Into<Cow<'static, str>>, f: F) -> FnComponent<F>
+where
+    F: Fn(Connection, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    FnComponent {
+        route: route.into(),
+        f,
+    }
+}
+
+/// The component [`component_fn`] builds.
+#[derive(Clone)]
+pub struct FnComponent<F> {
+    route: Cow<'static, str>,
+    f: F,
+}
+
+impl<F> std::fmt::Debug for FnComponent<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnComponent")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<F, Fut> Component for FnComponent<F>
+where
+    F: Fn(Connection, Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    fn route(&self) -> Option<Cow<'static, str>> {
+        Some(self.route.clone())
+    }
+
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Owned(format!("component_fn({})", self.route))
+    }
+
+    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+        (self.f)(conn.clone(), msg).await
+    }
+}

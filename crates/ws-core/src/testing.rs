@@ -1,0 +1,128 @@
+//! Driving a component without a server, for unit tests.
+//!
+//! ```
+//! use ws_core::testing::{Received, TestClient};
+//! use ws_core::{component_fn, Connection, Message};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let echo = component_fn("/echo", |conn: Connection, msg: Message| async move {
+//!     conn.send(msg)?;
+//!     Ok(())
+//! });
+//! let mut client = TestClient::open(echo, "/echo").await.unwrap();
+//! client.send("hi").await.unwrap();
+//! assert_eq!(client.recv().await, Some(Received::Message("hi".into())));
+//! client.close().await;
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::component::{BoxError, Component};
+use crate::connection::{Connection, HandshakeInfo, Outbox, Outgoing};
+use crate::message::{CloseFrame, CloseInitiator, CloseReason, Message};
+
+/// What the component sent to the test client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A message.
+    Message(Message),
+    /// The component closed the connection.
+    Close(CloseFrame),
+}
+
+/// A connection to one component, driven by the test: each call runs the
+/// matching hook directly, and [`recv`](Self::recv) reads what the component
+/// queued.
+pub struct TestClient {
+    component: Arc<dyn Component>,
+    conn: Connection,
+    outbox: Outbox,
+    pending: VecDeque<Message>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for TestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClient")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestClient {
+    /// Opens a connection on `path` from 127.0.0.1 and runs `on_open`.
+    ///
+    /// # Errors
+    /// What `on_open` returned.
+    pub async fn open(component: impl Component, path: &str) -> Result<Self, BoxError> {
+        let info = HandshakeInfo::new(([127, 0, 0, 1], 40000).into(), path);
+        Self::open_with(Arc::new(component), info).await
+    }
+
+    /// Opens a connection with the given handshake facts and runs `on_open`.
+    ///
+    /// # Errors
+    /// What `on_open` returned.
+    pub async fn open_with(
+        component: Arc<dyn Component>,
+        info: HandshakeInfo,
+    ) -> Result<Self, BoxError> {
+        let (conn, outbox) = Connection::new(info, 1024);
+        component.on_open(&conn).await?;
+        Ok(Self {
+            component,
+            conn,
+            outbox,
+            pending: VecDeque::new(),
+            closed: false,
+        })
+    }
+
+    /// The connection the component sees.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Delivers a message to `on_message`.
+    ///
+    /// # Errors
+    /// What `on_message` returned.
+    pub async fn send(&mut self, msg: impl Into<Message>) -> Result<(), BoxError> {
+        self.component.on_message(&self.conn, msg.into()).await
+    }
+
+    /// The next thing the component sent; `None` after its close was read.
+    /// Waits when nothing is queued yet.
+    pub async fn recv(&mut self) -> Option<Received> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(Received::Message(m));
+        }
+        let mut buf = Vec::new();
+        match self.outbox.recv(&mut buf, 64).await? {
+            Outgoing::Messages(_) => {
+                self.pending.extend(buf);
+                self.pending.pop_front().map(Received::Message)
+            }
+            Outgoing::Close(frame) => Some(Received::Close(frame)),
+        }
+    }
+
+    /// Ends the connection as a client close would, running `on_close` once.
+    pub async fn close(mut self) {
+        self.finish().await;
+    }
+
+    async fn finish(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.outbox.mark_closed();
+            let reason = CloseReason {
+                frame: None,
+                initiator: CloseInitiator::Client,
+            };
+            self.component.on_close(&self.conn, reason).await;
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Project automation: `cargo xtask e2e | bench | ci`.
+
+fn main() {}
