@@ -1,1 +1,25 @@
-//! placeholder
+//! Demo components for ws-provider, written against `ws-core` only — the way
+//! every third-party component crate plugs in.
+//!
+//! - [`Echo`] on `/echo`: sends every message back.
+//! - [`Reverse`] on its default route `/demo_echo_Reverse`: answers text
+//!   reversed, binary reversed byte by byte.
+//! - [`Ticker`] on `/ticker`: a timer registered in `configure` sends the
+//!   time (milliseconds since the Unix epoch) to every connection each second.
+
+mod echo;
+mod reverse;
+mod ticker;
+
+pub use echo::Echo;
+pub use reverse::Reverse;
+pub use ticker::Ticker;
+
+/// Every demo component, in the order the stock binary mounts them.
+pub fn all() -> Vec<std::sync::Arc<dyn ws_core::Component>> {
+    vec![
+        std::sync::Arc::new(Echo),
+        std::sync::Arc::new(Reverse),
+        std::sync::Arc::new(Ticker::default()),
+    ]
+}

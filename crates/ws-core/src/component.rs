@@ -33,7 +33,10 @@ pub trait Component: Send + Sync + 'static {
         None
     }
 
-    /// The component's name in listings: its Rust type path by default.
+    /// The component's name in listings and the source of its default route:
+    /// its Rust type path by default. That is where the type is *defined*
+    /// (`my_crate::private_mod::Chat`); return the public path instead to
+    /// keep the default route stable when modules move.
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed(std::any::type_name::<Self>())
     }

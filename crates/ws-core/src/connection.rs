@@ -322,6 +322,17 @@ impl Outbox {
         Some(Outgoing::Close(frame))
     }
 
+    /// Messages queued and not yet taken.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether [`recv`](Self::recv) has nothing to hand out: no message queued
+    /// and no close pending.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty() && (self.close_taken || !self.conn.closing.load(Ordering::Acquire))
+    }
+
     /// Marks the connection closed: sends fail from now on. The server calls
     /// this as soon as the connection ends, whoever ended it.
     pub fn mark_closed(&mut self) {

@@ -1,0 +1,303 @@
+//! One upgraded connection: frames in, the component's hooks, batched writes
+//! out, keepalive, and the close handshake.
+//!
+//! A session is one task running one `select!` loop, so a connection's
+//! messages are never handed to the component concurrently and no lock is
+//! taken per message. Reading is preferred while frames are ready (pipelined
+//! messages are all read before anything is written), but only up to a budget:
+//! then everything the component queued is written and flushed once.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
+use tokio_util::sync::CancellationToken;
+use ws_core::{
+    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Outbox,
+    Outgoing,
+};
+
+use crate::convert;
+
+/// Messages read in a row before queued output is written regardless.
+const READ_BUDGET: u32 = 64;
+/// Messages written per batch (one flush each).
+const WRITE_BATCH: usize = 128;
+/// How long a close handshake may take after the server sent its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// Settings a session needs, copied out of the server config once.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionConfig {
+    pub(crate) ping_interval: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// A panic in component code, as an error.
+#[derive(Debug, thiserror::Error)]
+#[error("component panicked: {0}")]
+struct Panicked(String);
+
+fn panic_message(p: Box<dyn Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Runs a hook of the component, turning a panic into an error.
+async fn guarded<F>(fut: F) -> Result<(), BoxError>
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(p) => Err(Box::new(Panicked(panic_message(p)))),
+    }
+}
+
+/// What ended the main loop.
+enum End {
+    /// The client sent a close frame (already answered by tungstenite).
+    ClientClosed(Option<CloseFrame>),
+    /// The server closes with this frame, waiting at most the given time
+    /// (or the shutdown timeout, at shutdown) for the client's reply.
+    ServerCloses(CloseFrame, CloseInitiator, Duration),
+    /// The transport is gone; nothing more can be sent.
+    Dropped,
+}
+
+fn close_for_error(err: &WsError) -> Option<CloseFrame> {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            Some(CloseFrame::new(
+                CloseCode::MESSAGE_TOO_BIG,
+                format!("message of {size} bytes exceeds the limit of {max_size}"),
+            ))
+        }
+        WsError::Capacity(e) => Some(CloseFrame::new(CloseCode::MESSAGE_TOO_BIG, e.to_string())),
+        WsError::Utf8(_) => Some(CloseFrame::new(
+            CloseCode::INVALID_PAYLOAD,
+            "text message is not valid UTF-8",
+        )),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(e) => Some(CloseFrame::new(CloseCode::PROTOCOL_ERROR, e.to_string())),
+        WsError::AttackAttempt => Some(CloseFrame::new(
+            CloseCode::POLICY_VIOLATION,
+            "attack attempt detected",
+        )),
+        _ => None,
+    }
+}
+
+pub(crate) async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    conn: Connection,
+    mut outbox: Outbox,
+    component: Arc<dyn Component>,
+    cfg: SessionConfig,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let end = match guarded(component.on_open(&conn)).await {
+        Err(e) => {
+            tracing::warn!(conn = %conn.id(), error = %e, "on_open failed");
+            component.on_error(&conn, e).await;
+            End::ServerCloses(
+                CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
+                CloseInitiator::Server,
+                CLOSE_GRACE,
+            )
+        }
+        Ok(()) => main_loop(&mut ws, &conn, &mut outbox, &*component, &cfg, &shutdown).await,
+    };
+    outbox.mark_closed();
+    let reason = match end {
+        End::ClientClosed(frame) => {
+            // tungstenite queued the reply; flush it and let the client close.
+            let _ = timeout(CLOSE_GRACE, finish_close(&mut ws)).await;
+            CloseReason {
+                frame,
+                initiator: CloseInitiator::Client,
+            }
+        }
+        End::ServerCloses(frame, initiator, grace) => {
+            let deadline = Instant::now() + grace;
+            if timeout_at(deadline, ws.close(Some(convert::close_to_wire(&frame))))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                let _ = timeout_at(deadline, finish_close(&mut ws)).await;
+            }
+            CloseReason {
+                frame: Some(frame),
+                initiator,
+            }
+        }
+        End::Dropped => CloseReason {
+            frame: None,
+            initiator: CloseInitiator::Transport,
+        },
+    };
+    drop(ws);
+    let on_close = AssertUnwindSafe(component.on_close(&conn, reason.clone()));
+    if let Err(p) = on_close.catch_unwind().await {
+        tracing::error!(conn = %conn.id(), panic = %panic_message(p), "on_close panicked");
+    }
+    tracing::debug!(
+        conn = %conn.id(),
+        route = %conn.handshake().route,
+        client = %conn.client_addr(),
+        code = reason.frame.as_ref().map(|f| f.code.0),
+        initiator = ?reason.initiator,
+        "connection closed"
+    );
+}
+
+/// Reads until the peer's close reply or the end of the stream, discarding
+/// data, so the close handshake completes.
+async fn finish_close<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = ws.flush().await;
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+async fn main_loop<S>(
+    ws: &mut WebSocketStream<S>,
+    conn: &Connection,
+    outbox: &mut Outbox,
+    component: &dyn Component,
+    cfg: &SessionConfig,
+    shutdown: &CancellationToken,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let keepalive = !cfg.ping_interval.is_zero();
+    let interval = if keepalive {
+        cfg.ping_interval
+    } else {
+        Duration::from_secs(3600)
+    };
+    let mut last_seen = Instant::now();
+    let mut pinged = false;
+    let ping_timer = tokio::time::sleep(interval);
+    tokio::pin!(ping_timer);
+    let mut reads_since_write = 0u32;
+    let mut buf: Vec<ws_core::Message> = Vec::new();
+
+    loop {
+        // After a burst of reads, write what the component queued before
+        // reading on; with nothing queued, keep reading.
+        let write_first = reads_since_write >= READ_BUDGET && !outbox.is_empty();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                return End::ServerCloses(
+                    CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"),
+                    CloseInitiator::Shutdown,
+                    cfg.shutdown_timeout,
+                );
+            }
+            frame = ws.next(), if !write_first => {
+                reads_since_write += 1;
+                last_seen = Instant::now();
+                pinged = false;
+                match frame {
+                    None => return End::Dropped,
+                    Some(Err(e)) => {
+                        return match close_for_error(&e) {
+                            Some(frame) => End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE),
+                            None => End::Dropped,
+                        };
+                    }
+                    Some(Ok(TMessage::Close(frame))) => {
+                        return End::ClientClosed(frame.map(convert::close_from_wire));
+                    }
+                    Some(Ok(msg)) => {
+                        let Some(msg) = convert::from_wire(msg) else { continue };
+                        if let Err(e) = guarded(component.on_message(conn, msg)).await {
+                            tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
+                            component.on_error(conn, e).await;
+                            return End::ServerCloses(
+                                CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
+                                CloseInitiator::Server,
+                                CLOSE_GRACE,
+                            );
+                        }
+                    }
+                }
+            }
+            out = outbox.recv(&mut buf, WRITE_BATCH) => {
+                reads_since_write = 0;
+                match out {
+                    Some(Outgoing::Messages(_)) => {
+                        if !write_batch(ws, &mut buf, cfg.write_timeout).await {
+                            return End::Dropped;
+                        }
+                    }
+                    Some(Outgoing::Close(frame)) => {
+                        return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
+                    }
+                    None => return End::Dropped,
+                }
+            }
+            () = &mut ping_timer, if keepalive => {
+                // Nothing read since the last ping either: the peer is gone.
+                if pinged && last_seen.elapsed() >= interval {
+                    return End::ServerCloses(
+                        CloseFrame::new(CloseCode::GOING_AWAY, "keepalive timeout"),
+                        CloseInitiator::Server,
+                        // The peer has been silent for two intervals: it will
+                        // hardly answer now.
+                        Duration::from_millis(100),
+                    );
+                }
+                let since = last_seen.elapsed();
+                if since >= interval {
+                    pinged = true;
+                    let ping = ws.send(TMessage::Ping(bytes::Bytes::new()));
+                    if !matches!(timeout(cfg.write_timeout, ping).await, Ok(Ok(()))) {
+                        return End::Dropped;
+                    }
+                    ping_timer.as_mut().reset(Instant::now() + interval);
+                } else {
+                    ping_timer.as_mut().reset(last_seen + interval);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every message in `buf` and flushes once. `false` when the client
+/// is gone or does not read within `limit`.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    buf: &mut Vec<ws_core::Message>,
+    limit: Duration,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let write = async {
+        for msg in buf.drain(..) {
+            ws.feed(convert::to_wire(msg)).await?;
+        }
+        ws.flush().await
+    };
+    let ok = matches!(timeout(limit, write).await, Ok(Ok(())));
+    buf.clear();
+    ok
+}

@@ -1,0 +1,9 @@
+//! Integration tests: real servers on loopback ports, real WebSocket clients.
+//!
+//! One binary of modules (ripgrep's layout); helpers live in `ws_tests`.
+
+mod echo;
+mod handshake;
+mod lifecycle;
+mod limits;
+mod plugin;
