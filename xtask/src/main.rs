@@ -2,10 +2,13 @@
 //!
 //! - `ci`: everything CI checks (format, lints, the test suite, licences and
 //!   sources, the end-to-end scenarios and the Autobahn conformance run).
+//! - `e2e`: the release binary driven as an operator would (start, list,
+//!   routes, clients in Rust and Python, stop, stale entries, bad configs).
 //! - `autobahn`: the Autobahn|Testsuite fuzzing client against the release
 //!   binary; fails on any FAILED case.
 
 mod autobahn;
+mod e2e;
 mod util;
 
 use std::process::ExitCode;
@@ -25,13 +28,14 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
-        bail!("usage: cargo xtask <ci|autobahn> [options]");
+        bail!("usage: cargo xtask <ci|e2e|autobahn> [options]");
     };
     let rest = &args[1..];
     match cmd.as_str() {
         "ci" => ci(rest),
+        "e2e" => e2e::run(rest),
         "autobahn" => autobahn::run(rest),
-        other => bail!("unknown command `{other}`; expected ci or autobahn"),
+        other => bail!("unknown command `{other}`; expected ci, e2e or autobahn"),
     }
 }
 
@@ -51,6 +55,7 @@ fn ci(args: &[String]) -> Result<()> {
     ])?;
     util::cargo(&["test", "--workspace"])?;
     util::cargo(&["deny", "check", "bans", "licenses", "sources"])?;
+    e2e::run(&[])?;
     autobahn::run(&[])?;
     Ok(())
 }

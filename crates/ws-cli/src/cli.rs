@@ -1,8 +1,13 @@
 //! The command line's shape (clap).
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
-/// Runs and inspects ws-provider WebSocket servers.
+use crate::config::{LogFormat, Overrides};
+
+/// Runs and manages ws-provider WebSocket servers.
 #[derive(Debug, Parser)]
 #[command(name = "ws-cli", version, about)]
 pub struct Cli {
@@ -15,24 +20,97 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs a server in the foreground until SIGTERM or SIGINT.
-    Start(ServeArgs),
+    Start(StartArgs),
+    /// Stops one running server (by pid) or every one, and waits for each to exit.
+    Stop(StopArgs),
+    /// Lists running servers and stale entries.
+    List(ListArgs),
     /// Lists every route with its component, as `start` would mount them.
-    Routes(ServeArgs),
+    Routes(RoutesArgs),
+    /// Checks the configuration and prints the values in force.
+    CheckConfig(ConfigArgs),
 }
 
-/// Where and how to serve.
+/// Where the configuration comes from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML); every key has a default.
+    #[arg(long, env = "WS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Prefix in front of every route (`server.route_prefix`).
+    #[arg(long, env = "WS_ROUTE_PREFIX", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Address to listen on (`server.host`) [default: 0.0.0.0].
+    #[arg(long, env = "WS_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on, 0 for any free one (`server.port`) [default: 18080].
+    #[arg(long, env = "WS_PORT")]
+    pub port: Option<u16>,
+    /// Directory of the servers' info files (`server.state_dir`).
+    #[arg(long, env = "WS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log format (`log.format`) [default: text].
+    #[arg(long, env = "WS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl ConfigArgs {
+    /// The overrides these flags (or their variables) make.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+            route_prefix: self.prefix.clone(),
+            state_dir: self.state_dir.clone(),
+            log_format: self.log_format,
+        }
+    }
+}
+
+/// `start`.
 #[derive(Debug, Args, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "WS_HOST", default_value = "0.0.0.0")]
-    pub host: String,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, env = "WS_PORT", default_value_t = 18080)]
-    pub port: u16,
-    /// Prefix in front of every route (`route_prefix`).
-    #[arg(long, env = "WS_ROUTE_PREFIX", default_value = "/")]
-    pub prefix: String,
-    /// Print JSON instead of a table (routes).
+pub struct StartArgs {
+    /// Configuration and overrides.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `stop`.
+#[derive(Debug, Args, Clone)]
+pub struct StopArgs {
+    /// The server to stop; every running server of the state directory when omitted.
+    pub pid: Option<u32>,
+    /// How long to wait for each server to exit.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Configuration and overrides (for the state directory).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `list`.
+#[derive(Debug, Args, Clone)]
+pub struct ListArgs {
+    /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Configuration and overrides (for the state directory).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `routes`.
+#[derive(Debug, Args, Clone)]
+pub struct RoutesArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Configuration and overrides.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 10s or 500ms"))
 }

@@ -1,6 +1,6 @@
-//! The ws-provider command line (`ws-cli start | routes`), as a library so
-//! that an application's own binary registers its own components and gets
-//! the same commands:
+//! The ws-provider command line (`ws-cli start | stop | list | routes |
+//! check-config`), as a library so that an application's own binary
+//! registers its own components and gets the same commands:
 //!
 //! ```no_run
 //! fn main() -> std::process::ExitCode {
@@ -11,7 +11,10 @@
 //! ```
 
 mod cli;
-mod start;
+mod commands;
+pub mod config;
+mod logging;
+pub mod state;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use clap::Parser as _;
 use ws_core::Component;
 
-pub use cli::{Cli, Command, ServeArgs};
+pub use cli::{Cli, Command};
 
 /// The command line application: components plus the commands.
 #[derive(Default)]
@@ -75,8 +78,11 @@ impl App {
             }
         };
         match cli.command {
-            Command::Start(args) => start::start(self.components, &args),
-            Command::Routes(args) => start::routes(self.components, &args),
+            Command::Start(args) => commands::start(self.components, &args),
+            Command::Stop(args) => commands::stop(&args),
+            Command::List(args) => commands::list(&args),
+            Command::Routes(args) => commands::routes(self.components, &args),
+            Command::CheckConfig(args) => commands::check_config(&args),
         }
     }
 }

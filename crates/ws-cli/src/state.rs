@@ -1,0 +1,226 @@
+//! Info files of running servers in the state directory.
+//!
+//! `start` writes `<pid>.json` (pid, address, routes, start time, version)
+//! and holds an exclusive lock on it for the whole life of the process. A
+//! lock is released by the kernel when its process ends, however it ends,
+//! so "locked" means "that very server is still running" — never merely
+//! "some process has that pid". `list` and `stop` decide running or stale
+//! by the lock alone.
+
+use std::fs::{File, TryLockError};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+/// The default state directory: `$XDG_RUNTIME_DIR/ws-provider`, else
+/// `<temp dir>/ws-provider-<uid>`.
+pub fn default_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("ws-provider"),
+        None => std::env::temp_dir().join(format!("ws-provider-{}", nix::unistd::getuid())),
+    }
+}
+
+/// One route in an info file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    /// Full path, prefix included.
+    pub path: String,
+    /// Component type.
+    pub component: String,
+}
+
+/// What a running server tells about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// Process id.
+    pub pid: u32,
+    /// Listen address.
+    pub address: String,
+    /// Mounted routes.
+    pub routes: Vec<RouteEntry>,
+    /// Start time, seconds since the Unix epoch.
+    pub started_at: u64,
+    /// ws-cli version.
+    pub version: String,
+}
+
+/// The info file of this process, locked while it lives; removed on drop.
+#[derive(Debug)]
+pub struct InfoFile {
+    path: PathBuf,
+    _file: File,
+}
+
+impl InfoFile {
+    /// Writes `info` atomically (temp file, lock, write, rename) into `dir`.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created or locked.
+    pub fn create(dir: &Path, info: &Info) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state directory `{}`", dir.display()))?;
+        let path = dir.join(format!("{}.json", info.pid));
+        let tmp = dir.join(format!(".{}.json.tmp", info.pid));
+        let mut file = File::create(&tmp)
+            .with_context(|| format!("cannot write info file `{}`", tmp.display()))?;
+        // Lock before the file becomes visible under its real name.
+        file.try_lock()
+            .map_err(|e| anyhow::anyhow!("cannot lock info file `{}`: {e}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut file, info)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot move info file into `{}`", path.display()))?;
+        Ok(Self { path, _file: file })
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for InfoFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Running or stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// The server holds its lock.
+    Running,
+    /// Nobody holds the lock: the server died without cleaning up.
+    Stale,
+}
+
+/// An info file found in the state directory.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its content (`None` when unreadable, e.g. a truncated file).
+    pub info: Option<Info>,
+    /// The pid from the file name.
+    pub pid: u32,
+    /// Running or stale.
+    pub state: State,
+}
+
+/// Whether someone holds the lock on `path` (i.e. the server is alive).
+pub fn is_locked(path: &Path) -> Result<bool> {
+    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot check lock of `{}`", path.display()))
+        }
+    }
+}
+
+/// Every info file in `dir`, sorted by pid. A missing directory has none.
+///
+/// # Errors
+/// When the directory exists but cannot be read.
+pub fn scan(dir: &Path) -> Result<Vec<Entry>> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read state directory `{}`", dir.display()));
+        }
+    };
+    let mut out = Vec::new();
+    for item in read {
+        let path = item?.path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let state = match is_locked(&path) {
+            Ok(true) => State::Running,
+            Ok(false) => State::Stale,
+            // Vanished between listing and opening: it stopped cleanly.
+            Err(_) if !path.exists() => continue,
+            Err(e) => return Err(e),
+        };
+        let info = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Info>(&b).ok());
+        out.push(Entry {
+            path,
+            info,
+            pid,
+            state,
+        });
+    }
+    out.sort_by_key(|e| e.pid);
+    Ok(out)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(pid: u32) -> Info {
+        Info {
+            pid,
+            address: "127.0.0.1:1".into(),
+            routes: vec![RouteEntry {
+                path: "/echo".into(),
+                component: "demo_echo::Echo".into(),
+            }],
+            started_at: now_secs(),
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn held_file_is_running_and_removed_on_drop() {
+        let dir = std::env::temp_dir().join(format!("ws-cli-state-{}", std::process::id()));
+        let f = InfoFile::create(&dir, &info(std::process::id())).unwrap();
+        let entries = scan(&dir).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].state, State::Running);
+        assert_eq!(entries[0].info.as_ref().unwrap().routes[0].path, "/echo");
+        let path = f.path().to_path_buf();
+        drop(f);
+        assert!(!path.exists());
+        assert!(scan(&dir).unwrap().is_empty());
+        // A file nobody holds is stale, even though its pid (ours) is alive.
+        std::fs::write(dir.join(format!("{}.json", std::process::id())), "{}").unwrap();
+        let entries = scan(&dir).unwrap();
+        assert_eq!(entries[0].state, State::Stale);
+        assert!(entries[0].info.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_dir_has_no_entries() {
+        assert!(
+            scan(Path::new("/nonexistent/ws-provider-test"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
