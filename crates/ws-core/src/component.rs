@@ -67,6 +67,12 @@ pub trait Component: Send + Sync + 'static {
         let _ = (conn, reason);
     }
 
+    /// The aspect `name` of the connection changed while it was open (for
+    /// example, configured to downgrade to anonymous when the session ends).
+    async fn on_aspect_change(&self, conn: &Connection, name: &str) {
+        let _ = (conn, name);
+    }
+
     /// `on_open` or `on_message` failed (or panicked). The connection is closed
     /// with 1011 afterwards.
     async fn on_error(&self, conn: &Connection, error: BoxError) {

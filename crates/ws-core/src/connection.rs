@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::{Extensions, HeaderMap};
 use tokio::sync::{Notify, mpsc};
 
+use crate::aspect::{Aspects, UserAspect};
+use crate::hub::{Hub, HubError};
 use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
 /// A connection's id, unique within the process for its whole life.
@@ -51,6 +53,8 @@ pub struct HandshakeInfo {
     pub params: Vec<(String, String)>,
     /// The subprotocol the server chose, if any.
     pub subprotocol: Option<String>,
+    /// The user aspects resolved at the handshake.
+    pub aspects: Aspects,
 }
 
 impl HandshakeInfo {
@@ -66,6 +70,7 @@ impl HandshakeInfo {
             headers: HeaderMap::new(),
             params: Vec::new(),
             subprotocol: None,
+            aspects: Aspects::new(),
         }
     }
 }
@@ -99,6 +104,9 @@ struct Inner {
     close_frame: Mutex<Option<CloseFrame>>,
     close_notify: Notify,
     state: Mutex<Extensions>,
+    aspects: Mutex<Aspects>,
+    hub: Hub,
+    registered: AtomicBool,
 }
 
 /// An open connection: cheap to clone, safe to keep and use from any task.
@@ -124,10 +132,18 @@ impl Connection {
     /// A connection and the receiving end of its outgoing queue, holding at most
     /// `queue_capacity` messages (at least 1).
     ///
-    /// Servers call this once per upgraded socket; tests use it to drive a
-    /// component without a server (see [`testing`](crate::testing)).
+    /// The connection has a hub of its own ([`Hub::local`]); servers use
+    /// [`with_hub`](Self::with_hub). Tests use it to drive a component
+    /// without a server (see [`testing`](crate::testing)).
     pub fn new(info: HandshakeInfo, queue_capacity: usize) -> (Self, Outbox) {
+        Self::with_hub(info, queue_capacity, Hub::local())
+    }
+
+    /// A connection registered with `hub` until its outbox is closed or
+    /// dropped.
+    pub fn with_hub(mut info: HandshakeInfo, queue_capacity: usize, hub: Hub) -> (Self, Outbox) {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let aspects = std::mem::take(&mut info.aspects);
         let inner = Arc::new(Inner {
             id: ConnectionId::next(),
             info,
@@ -136,13 +152,18 @@ impl Connection {
             close_frame: Mutex::new(None),
             close_notify: Notify::new(),
             state: Mutex::new(Extensions::new()),
+            aspects: Mutex::new(aspects),
+            hub,
+            registered: AtomicBool::new(true),
         });
+        let conn = Self { inner };
+        conn.inner.hub.backend().register(&conn);
         let outbox = Outbox {
             rx,
-            conn: Arc::clone(&inner),
+            conn: Arc::clone(&conn.inner),
             close_taken: false,
         };
-        (Self { inner }, outbox)
+        (conn, outbox)
     }
 
     /// The connection's id.
@@ -223,6 +244,50 @@ impl Connection {
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire) || self.inner.tx.is_closed()
+    }
+
+    /// The aspect `name`; anonymous (`logged_in == false`) when the visitor
+    /// is not logged in there, or no such aspect is configured.
+    pub fn aspect(&self, name: &str) -> Arc<UserAspect> {
+        self.lock_aspects().get(name)
+    }
+
+    /// Every aspect of the connection.
+    pub fn aspects(&self) -> Aspects {
+        self.lock_aspects().clone()
+    }
+
+    /// Replaces the aspect `name` (the server does this when a session is
+    /// revalidated); returns the previous one.
+    pub fn set_aspect(&self, name: &str, aspect: UserAspect) -> Option<Arc<UserAspect>> {
+        let old = self.lock_aspects().insert(name, aspect);
+        self.inner.hub.backend().refresh(self);
+        old
+    }
+
+    fn lock_aspects(&self) -> std::sync::MutexGuard<'_, Aspects> {
+        self.inner
+            .aspects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The hub: channels, other connections, users.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Joins `channel`; left automatically when the connection closes.
+    ///
+    /// # Errors
+    /// An invalid channel name.
+    pub fn join(&self, channel: &str) -> Result<(), HubError> {
+        self.inner.hub.backend().join(self, channel)
+    }
+
+    /// Leaves `channel`.
+    pub fn leave(&self, channel: &str) {
+        self.inner.hub.backend().leave(self.id(), channel);
     }
 
     /// Stores a typed value on the connection, returning the one it replaces.
@@ -338,6 +403,15 @@ impl Outbox {
     pub fn mark_closed(&mut self) {
         self.conn.closing.store(true, Ordering::Release);
         self.rx.close();
+        if self.conn.registered.swap(false, Ordering::AcqRel) {
+            self.conn.hub.backend().unregister(self.conn.id);
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.mark_closed();
     }
 }
 

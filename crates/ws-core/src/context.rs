@@ -6,6 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::hub::Hub;
+
 /// A boxed future that runs in the background until the server stops.
 pub type BackgroundTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -60,19 +62,32 @@ impl fmt::Debug for Task {
 ///
 /// Everything registered here runs on the server's runtime and is stopped when
 /// the server shuts down.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerContext {
     route: String,
+    hub: Hub,
     tasks: Vec<Task>,
 }
 
 impl ServerContext {
-    /// A context for the component mounted on `route` (prefix included).
+    /// A context for the component mounted on `route` (prefix included),
+    /// with a hub of its own.
     pub fn new(route: impl Into<String>) -> Self {
+        Self::with_hub(route, Hub::local())
+    }
+
+    /// A context sharing the server's hub.
+    pub fn with_hub(route: impl Into<String>, hub: Hub) -> Self {
         Self {
             route: route.into(),
+            hub,
             tasks: Vec::new(),
         }
+    }
+
+    /// The server's hub, for publishing from timers and tasks.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// The full route the component is mounted on, prefix included.

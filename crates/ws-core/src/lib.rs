@@ -71,9 +71,11 @@
 //! # }
 //! ```
 
+mod aspect;
 mod component;
 mod connection;
 mod context;
+mod hub;
 mod message;
 mod route;
 pub mod testing;
@@ -82,8 +84,13 @@ pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use http::HeaderMap;
 
+pub use aspect::{Aspects, UserAspect};
 pub use component::{BoxError, Component, FnComponent, component_fn};
 pub use connection::{Connection, ConnectionId, HandshakeInfo, Outbox, Outgoing, SendError};
 pub use context::{BackgroundTask, ServerContext, Signal, Task};
+pub use hub::{
+    Hub, HubBackend, HubError, LocalHub, Member, SlowSubscriber, Target, member_of,
+    validate_channel,
+};
 pub use message::{CloseCode, CloseFrame, CloseInitiator, CloseReason, Message, Utf8Bytes};
 pub use route::default_route;
