@@ -274,6 +274,15 @@ pub fn member_of(conn: &Connection) -> Member {
     }
 }
 
+fn remove_user(users: &mut HashMap<String, HashSet<ConnectionId>>, user: &str, id: ConnectionId) {
+    if let Some(set) = users.get_mut(user) {
+        set.remove(&id);
+        if set.is_empty() {
+            users.remove(user);
+        }
+    }
+}
+
 fn user_of(conn: &Connection) -> Option<String> {
     conn.aspects().user().and_then(|u| u.id.clone())
 }
@@ -310,12 +319,7 @@ impl HubBackend for LocalHub {
             }
         }
         if let Some(u) = entry.user {
-            if let Some(set) = s.users.get_mut(&u) {
-                set.remove(&id);
-                if set.is_empty() {
-                    s.users.remove(&u);
-                }
-            }
+            remove_user(&mut s.users, &u, id);
         }
     }
 
@@ -330,12 +334,7 @@ impl HubBackend for LocalHub {
             return;
         }
         if let Some(u) = old {
-            if let Some(set) = s.users.get_mut(&u) {
-                set.remove(&conn.id());
-                if set.is_empty() {
-                    s.users.remove(&u);
-                }
-            }
+            remove_user(&mut s.users, &u, conn.id());
         }
         if let Some(u) = user {
             s.users.entry(u).or_default().insert(conn.id());
