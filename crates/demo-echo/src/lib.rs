@@ -6,14 +6,22 @@
 //!   reversed, binary reversed byte by byte.
 //! - [`Ticker`] on `/ticker`: a timer registered in `configure` sends the
 //!   time (milliseconds since the Unix epoch) to every connection each second.
+//! - [`Whoami`] on `/demo_echo_Whoami`: answers with what the server knows
+//!   about the connection, user aspects included.
+//! - [`Chat`] on `/chat/{room}`: chat rooms over the hub, with presence and
+//!   join/leave notices.
 
+mod chat;
 mod echo;
 mod reverse;
 mod ticker;
+mod whoami;
 
+pub use chat::Chat;
 pub use echo::Echo;
 pub use reverse::Reverse;
 pub use ticker::Ticker;
+pub use whoami::{Whoami, describe};
 
 /// Every demo component, in the order the stock binary mounts them.
 pub fn all() -> Vec<std::sync::Arc<dyn ws_core::Component>> {

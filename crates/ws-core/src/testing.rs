@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::component::{BoxError, Component};
 use crate::connection::{Connection, HandshakeInfo, Outbox, Outgoing};
+use crate::hub::Hub;
 use crate::message::{CloseFrame, CloseInitiator, CloseReason, Message};
 
 /// What the component sent to the test client.
@@ -69,7 +70,20 @@ impl TestClient {
         component: Arc<dyn Component>,
         info: HandshakeInfo,
     ) -> Result<Self, BoxError> {
-        let (conn, outbox) = Connection::new(info, 1024);
+        Self::open_with_hub(component, info, Hub::local()).await
+    }
+
+    /// Opens a connection registered with `hub` (share one hub between
+    /// clients to test channels) and runs `on_open`.
+    ///
+    /// # Errors
+    /// What `on_open` returned.
+    pub async fn open_with_hub(
+        component: Arc<dyn Component>,
+        info: HandshakeInfo,
+        hub: Hub,
+    ) -> Result<Self, BoxError> {
+        let (conn, outbox) = Connection::with_hub(info, 1024, hub);
         component.on_open(&conn).await?;
         Ok(Self {
             component,
