@@ -23,6 +23,12 @@ impl ConnectionId {
         Self(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The id with this number (as shown by [`get`](Self::get) or `Display`),
+    /// for addressing a connection from outside, e.g. an admin request.
+    pub fn from_raw(n: u64) -> Self {
+        Self(n)
+    }
+
     /// The number behind the id.
     pub fn get(self) -> u64 {
         self.0
