@@ -1,17 +1,21 @@
 //! Helpers for the integration tests: servers on free loopback ports, real
-//! WebSocket clients and raw HTTP requests.
+//! WebSocket clients (plain and TLS), raw HTTP requests, test certificates,
+//! and tests run in a child process of their own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_runtime::{Server, ServerBuilder};
+
+pub mod child;
+pub mod tls;
 
 /// A real WebSocket client.
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -93,8 +97,57 @@ pub async fn connect(url: &str) -> Client {
     ws
 }
 
+/// Connects a WebSocket client that sends extra request headers (`Origin`,
+/// `X-Forwarded-For`, …); the error is tungstenite's (an HTTP refusal shows
+/// its status).
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = url.into_client_request()?;
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    let (ws, _resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect within the wait limit")?;
+    Ok(ws)
+}
+
+/// The value of header `name` in a raw HTTP answer (case-insensitive name).
+pub fn header_of(response: &str, name: &str) -> Option<String> {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// The body of a raw HTTP answer.
+pub fn body_of(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// Polls `cond` every 10 ms until it holds, failing the test after [`WAIT`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The next message, failing the test after [`WAIT`].
-pub async fn next(ws: &mut Client) -> Message {
+pub async fn next<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Message {
     tokio::time::timeout(WAIT, ws.next())
         .await
         .expect("message within the wait limit")
@@ -103,7 +156,7 @@ pub async fn next(ws: &mut Client) -> Message {
 }
 
 /// The next text message.
-pub async fn next_text(ws: &mut Client) -> String {
+pub async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> String {
     match next(ws).await {
         Message::Text(t) => t.to_string(),
         other => panic!("expected text, got {other:?}"),
@@ -111,13 +164,18 @@ pub async fn next_text(ws: &mut Client) -> String {
 }
 
 /// Sends and flushes.
-pub async fn send(ws: &mut Client, msg: impl Into<Message>) {
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    msg: impl Into<Message>,
+) {
     ws.send(msg.into()).await.expect("send");
 }
 
 /// Reads until the server's close frame, completes the close handshake, and
 /// returns the frame's code and reason.
-pub async fn expect_close(ws: &mut Client) -> (u16, String) {
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> (u16, String) {
     loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await

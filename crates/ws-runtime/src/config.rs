@@ -1,46 +1,116 @@
 //! The runtime's settings, with the defaults a production server wants.
+//!
+//! Every field of [`ServerConfig`] says which configuration-file key sets it
+//! (in backticks at the start of its documentation). Values that need parsing
+//! (CIDR lists, origins) are kept as the strings the operator wrote and are
+//! checked by [`ServerConfig::validate`], so an error can quote the entry.
 
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
+
+use ws_ratelimit::{ConnectionLimits, MessageLimits};
+
+use crate::client_addr::TrustedProxies;
+use crate::origin::OriginPolicy;
 
 /// Everything the runtime needs to know besides its components.
 ///
 /// Every field has a default ([`ServerConfig::default`]); [`validate`](Self::validate)
-/// names the field that is out of range.
+/// names the field that is out of range. Limits of 0 mean unlimited.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Prefix in front of every route (`route_prefix`); `""` or `"/"` for none.
+    /// `route_prefix`: prefix in front of every route; `""` or `"/"` for none.
     pub route_prefix: String,
-    /// Largest HTTP request head accepted, in bytes (`max_request_size_in_kb` × 1024).
-    /// A larger head is answered with 431.
+    /// `max_request_size_in_kb` (× 1024): largest HTTP request head accepted,
+    /// in bytes. A larger head is answered with 431.
     pub max_request_size: usize,
-    /// Deadline for the whole pre-upgrade phase: TLS, request head and answer.
+    /// `handshake_timeout`: deadline for the whole pre-upgrade phase: TLS,
+    /// request head and answer. Slower clients are dropped.
     pub handshake_timeout: Duration,
-    /// Largest message accepted, in bytes; a larger one closes with 1009.
+    /// `max_message_size_in_kb` (× 1024): largest message accepted, in bytes; a larger one
+    /// closes with 1009. A `[[route]]` entry may override it.
     pub max_message_size: usize,
-    /// Largest frame accepted, in bytes; a larger one closes with 1009.
+    /// `max_frame_size_in_kb` (× 1024): largest frame accepted, in bytes; a larger one
+    /// closes with 1009. A `[[route]]` entry may override it.
     pub max_frame_size: usize,
-    /// Messages a connection may have queued for sending before
-    /// [`Connection::send`](ws_core::Connection::send) reports it full.
+    /// `outgoing_queue`: messages a connection may have queued for sending
+    /// before [`Connection::send`](ws_core::Connection::send) reports it full.
     pub outgoing_queue: usize,
-    /// Silence after which the server pings a client; a client silent for one
-    /// more interval is dropped. Zero turns keepalive off.
+    /// `ping_interval`: silence after which the server pings a client; a
+    /// client silent for one more interval is dropped. Zero turns keepalive off.
     pub ping_interval: Duration,
-    /// Longest time one batch of writes may take before the client is treated
-    /// as gone (it does not read).
+    /// `write_timeout`: longest time one batch of writes may take before the
+    /// client is treated as gone (it does not read).
     pub write_timeout: Duration,
-    /// How long shutdown waits for clients to answer the 1001 close.
+    /// `shutdown_timeout`: how long shutdown waits for clients to answer the
+    /// 1001 close.
     pub shutdown_timeout: Duration,
-    /// Read chunk of each connection, in bytes: small keeps idle connections cheap.
+    /// `read_buffer_size`: read chunk of each connection, in bytes: small
+    /// keeps idle connections cheap.
     pub read_buffer_size: usize,
-    /// Outgoing bytes buffered before a write is forced, in bytes.
+    /// `write_buffer_size`: outgoing bytes buffered before a write is forced.
     pub write_buffer_size: usize,
-    /// Path answered with `200 ok` for health checks (not an upgrade); empty for none.
+    /// `health_path`: path answered with `200 ok` for health checks (not an
+    /// upgrade); empty for none.
     pub health_path: String,
+
+    /// `max_connections`: open connections, all clients together (default
+    /// 1000; 0: unlimited). Over it, a handshake gets 429 with `Retry-After`.
+    pub max_connections: u32,
+    /// `max_connections_per_address`: open connections from one client
+    /// address group (default 10; 0: unlimited) → 429.
+    pub max_connections_per_address: u32,
+    /// `max_connections_per_address_per_second`: new connections from one
+    /// address group per second, in bursts of the same number (default 10;
+    /// 0: unlimited) → 429 with the exact `Retry-After`.
+    pub max_connections_per_address_per_second: u32,
+    /// `ipv4_prefix_len`: IPv4 clients are grouped by this prefix for the
+    /// per-address limits (default 32: each address on its own).
+    pub ipv4_prefix_len: u8,
+    /// `ipv6_prefix_len`: IPv6 clients are grouped by this prefix for the
+    /// per-address limits (default 64, one host's usual allocation).
+    pub ipv6_prefix_len: u8,
+    /// `max_messages_per_second`: messages one connection may send per
+    /// second, in bursts of the same number (default 100; 0: unlimited).
+    /// Over it, the connection is closed with 1008. A `[[route]]` entry may
+    /// override it. Only data messages count, not pings.
+    pub max_messages_per_second: u32,
+    /// `max_messages_per_address_per_second`: messages per second from one
+    /// address group, all its connections together (default 0: unlimited);
+    /// over it the connection that sent the message is closed with 1008.
+    pub max_messages_per_address_per_second: u32,
+    /// `trusted_proxies`: reverse proxies (IP addresses or CIDR networks, e.g.
+    /// `"127.0.0.1"`, `"10.0.0.0/8"`, `"fd00::/8"`) whose forwarding header
+    /// is believed. Only when the TCP peer is one of them is the client
+    /// address taken from [`forwarded_header`](Self::forwarded_header): the
+    /// right-most hop that is not itself a trusted proxy. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// `forwarded_header`: which header trusted proxies set,
+    /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239, `for=`).
+    pub forwarded_header: ForwardedHeader,
+    /// `allowed_origins`: origins a browser may open connections from. Each
+    /// entry is a host (`"example.com"`: any scheme and port), an exact
+    /// origin (`"https://example.com:8443"`), a wildcard for subdomains
+    /// (`"*.example.com"`, also `"https://*.example.com"`), `"null"`, or `"*"`.
+    /// Empty (the default) allows every origin. Refusal: 403.
+    pub allowed_origins: Vec<String>,
+    /// `require_origin`: refuse handshakes without an `Origin` header (403).
+    /// Default false: non-browser clients send none and pass.
+    pub require_origin: bool,
+    /// `[tls]`: serve `wss://` with this certificate and key; `None` (the
+    /// default) serves plain `ws://`.
+    pub tls: Option<TlsSettings>,
+    /// `[[route]]`: per-route overrides, keyed by route path.
+    pub routes: Vec<RoutePolicy>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let limits = ConnectionLimits::default();
+        let messages = MessageLimits::default();
         Self {
             route_prefix: String::new(),
             max_request_size: 4 * 1024,
@@ -54,16 +124,165 @@ impl Default for ServerConfig {
             read_buffer_size: 8 * 1024,
             write_buffer_size: 16 * 1024,
             health_path: "/healthz".to_owned(),
+            max_connections: limits.max_connections,
+            max_connections_per_address: limits.max_connections_per_address,
+            max_connections_per_address_per_second: limits.max_connections_per_address_per_second,
+            ipv4_prefix_len: limits.ipv4_prefix_len,
+            ipv6_prefix_len: limits.ipv6_prefix_len,
+            max_messages_per_second: messages.max_messages_per_second,
+            max_messages_per_address_per_second: messages.max_messages_per_address_per_second,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            tls: None,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// The header trusted proxies put the client address in
+/// (`forwarded_header`).
+///
+/// Only one is read: a proxy that sets one usually passes the other through
+/// from the client unchanged, so reading both would let clients forge their
+/// address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, most load
+    /// balancers). Config value `"x-forwarded-for"`.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239). Config value
+    /// `"forwarded"`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name, lower case, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
+}
+
+impl fmt::Display for ForwardedHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ForwardedHeader {
+    type Err = ConfigError;
+
+    /// `"x-forwarded-for"` or `"forwarded"`, in any case.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => Err(ConfigError::new(
+                "forwarded_header",
+                format!("must be \"x-forwarded-for\" or \"forwarded\", got {s:?}"),
+            )),
+        }
+    }
+}
+
+/// The `[tls]` table: certificate and key in PEM, and optionally the CA
+/// client certificates must be signed by (mutual TLS).
+///
+/// The files are read by [`ServerBuilder::build`](crate::ServerBuilder::build)
+/// (an unreadable, empty or mismatched file fails it, naming the file) and
+/// again by [`Server::reload_tls`](crate::Server::reload_tls) and on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsSettings {
+    /// `cert`: the certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// `key`: the private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `client_ca`: PEM file of CA certificates; when set, every client must
+    /// present a certificate signed by one of them, or the TLS handshake fails.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Certificate and key files, no client certificates.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
+
+    /// Requires client certificates signed by a CA in `client_ca`.
+    #[must_use]
+    pub fn with_client_ca(mut self, client_ca: impl Into<PathBuf>) -> Self {
+        self.client_ca = Some(client_ca.into());
+        self
+    }
+}
+
+/// One `[[route]]` entry: settings that replace the server-wide ones for one
+/// route. `None` keeps the server-wide value.
+///
+/// `path` names the route as [`Server::routes`](crate::Server::routes) lists
+/// it (prefix included, pattern syntax as declared, e.g. `/ws/chat/{room}`);
+/// the path without the prefix is accepted too (`/chat/{room}`), since the
+/// prefix is added the same way it is added to components' routes. An entry
+/// that names no mounted route fails the build, as do two entries naming the
+/// same route.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoutePolicy {
+    /// `path`: the route this entry applies to.
+    pub path: String,
+    /// `allowed_origins` for this route (same syntax as the server-wide key).
+    pub allowed_origins: Option<Vec<String>>,
+    /// `require_origin` for this route.
+    pub require_origin: Option<bool>,
+    /// `max_messages_per_second` for this route's connections.
+    pub max_messages_per_second: Option<u32>,
+    /// `max_message_size` for this route, in bytes.
+    pub max_message_size: Option<usize>,
+    /// `max_frame_size` for this route, in bytes. When only
+    /// `max_message_size` is set, the frame limit is the smaller of the
+    /// server-wide frame limit and this route's message limit.
+    pub max_frame_size: Option<usize>,
+    /// `max_connections`: open connections on this route (0: no route-level
+    /// cap). The server-wide limits still apply on top.
+    pub max_connections: Option<u32>,
+}
+
+impl RoutePolicy {
+    /// An entry for `path` that overrides nothing yet.
+    pub fn new(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            ..Self::default()
         }
     }
 }
 
 /// A setting that is out of range.
+///
+/// Displays as ``invalid setting `KEY`: REASON``, or for a key inside a
+/// `[[route]]` entry as ``invalid setting `KEY` of the route "PATH": REASON``.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting `{key}`: {reason}")]
+#[error(
+    "invalid setting `{key}`{}: {reason}",
+    route.as_ref().map(|p| format!(" of the route {p:?}")).unwrap_or_default()
+)]
 pub struct ConfigError {
-    /// The setting's name, as in the configuration file.
+    /// The setting's name, as in the configuration file (`tls.cert` for the
+    /// `cert` key of `[tls]`).
     pub key: &'static str,
+    /// The `path` of the `[[route]]` entry the key belongs to, if it is one.
+    pub route: Option<String>,
     /// Why it is refused.
     pub reason: String,
 }
@@ -73,16 +292,63 @@ impl ConfigError {
     pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
         Self {
             key,
+            route: None,
             reason: reason.into(),
         }
     }
+
+    /// An error for `key` of the `[[route]]` entry for `path`.
+    pub fn in_route(path: impl Into<String>, key: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            key,
+            route: Some(path.into()),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, moved into the `[[route]]` entry for `path`.
+    #[must_use]
+    pub(crate) fn within_route(mut self, path: Option<&str>) -> Self {
+        if let Some(path) = path {
+            self.route = Some(path.to_owned());
+        }
+        self
+    }
+}
+
+/// Checks that a frame and message limit pair is usable.
+fn check_sizes(message: usize, frame: usize) -> Result<(), ConfigError> {
+    if message < 125 {
+        return Err(ConfigError::new(
+            "max_message_size",
+            "must be at least 125 bytes",
+        ));
+    }
+    if frame < 125 {
+        return Err(ConfigError::new(
+            "max_frame_size",
+            "must be at least 125 bytes",
+        ));
+    }
+    if frame > message {
+        return Err(ConfigError::new(
+            "max_frame_size",
+            format!("must not exceed max_message_size ({message} bytes)"),
+        ));
+    }
+    Ok(())
 }
 
 impl ServerConfig {
-    /// Checks every field's range.
+    /// Checks every field's range and parses the lists.
+    ///
+    /// Whether each `[[route]]` entry names a mounted route is only known
+    /// when the components are; [`ServerBuilder::build`](crate::ServerBuilder::build)
+    /// checks that. TLS files are read by `build` too.
     ///
     /// # Errors
-    /// The first field out of range, by its configuration key.
+    /// The first field out of range, by its configuration key; for lists,
+    /// the error quotes the bad entry.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_request_size < 1024 {
             return Err(ConfigError::new(
@@ -99,27 +365,7 @@ impl ServerConfig {
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::new("handshake_timeout", "must be above zero"));
         }
-        if self.max_message_size < 125 {
-            return Err(ConfigError::new(
-                "max_message_size",
-                "must be at least 125 bytes",
-            ));
-        }
-        if self.max_frame_size < 125 {
-            return Err(ConfigError::new(
-                "max_frame_size",
-                "must be at least 125 bytes",
-            ));
-        }
-        if self.max_frame_size > self.max_message_size {
-            return Err(ConfigError::new(
-                "max_frame_size",
-                format!(
-                    "must not exceed max_message_size ({} bytes)",
-                    self.max_message_size
-                ),
-            ));
-        }
+        check_sizes(self.max_message_size, self.max_frame_size)?;
         if self.outgoing_queue == 0 {
             return Err(ConfigError::new("outgoing_queue", "must be at least 1"));
         }
@@ -141,7 +387,63 @@ impl ServerConfig {
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
             return Err(ConfigError::new("health_path", "must start with `/`"));
         }
+        if self.ipv4_prefix_len > 32 {
+            return Err(ConfigError::new(
+                "ipv4_prefix_len",
+                format!("must be between 0 and 32, got {}", self.ipv4_prefix_len),
+            ));
+        }
+        if self.ipv6_prefix_len > 128 {
+            return Err(ConfigError::new(
+                "ipv6_prefix_len",
+                format!("must be between 0 and 128, got {}", self.ipv6_prefix_len),
+            ));
+        }
+        TrustedProxies::parse(&self.trusted_proxies)?;
+        OriginPolicy::parse(&self.allowed_origins, self.require_origin)?;
+        if let Some(tls) = &self.tls {
+            for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::new(key, "must name a PEM file"));
+                }
+            }
+            if tls
+                .client_ca
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                return Err(ConfigError::new("tls.client_ca", "must name a PEM file"));
+            }
+        }
+        for route in &self.routes {
+            self.route_sizes(route)?;
+            if let Some(origins) = &route.allowed_origins {
+                OriginPolicy::parse(origins, false)
+                    .map_err(|e| e.within_route(Some(&route.path)))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The message and frame limits in force on a route with `policy`.
+    pub(crate) fn route_sizes(&self, policy: &RoutePolicy) -> Result<(usize, usize), ConfigError> {
+        let message = policy.max_message_size.unwrap_or(self.max_message_size);
+        let frame = policy
+            .max_frame_size
+            .unwrap_or(self.max_frame_size.min(message));
+        check_sizes(message, frame).map_err(|e| e.within_route(Some(&policy.path)))?;
+        Ok((message, frame))
+    }
+
+    /// The connection limits, as the limiter takes them.
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            max_connections_per_address_per_second: self.max_connections_per_address_per_second,
+            ipv4_prefix_len: self.ipv4_prefix_len,
+            ipv6_prefix_len: self.ipv6_prefix_len,
+        }
     }
 }
 
@@ -150,8 +452,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid() {
-        ServerConfig::default().validate().unwrap();
+    fn defaults_are_valid_and_the_originals() {
+        let c = ServerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.max_connections, 1000);
+        assert_eq!(c.max_connections_per_address, 10);
+        assert_eq!(c.max_connections_per_address_per_second, 10);
+        assert_eq!(c.max_messages_per_second, 100);
+        assert_eq!(c.max_request_size, 4096);
     }
 
     #[test]
@@ -168,5 +476,79 @@ mod tests {
             ..ServerConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "max_request_size_in_kb");
+        let c = ServerConfig {
+            ipv6_prefix_len: 129,
+            ..ServerConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "ipv6_prefix_len");
+    }
+
+    #[test]
+    fn list_errors_quote_the_entry() {
+        let c = ServerConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+            ..ServerConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "trusted_proxies");
+        assert!(e.to_string().contains("\"10.0.0.0/33\""), "{e}");
+        let c = ServerConfig {
+            allowed_origins: vec!["https://example.com/path".into()],
+            ..ServerConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "allowed_origins");
+        assert!(e.to_string().contains("https://example.com/path"), "{e}");
+    }
+
+    #[test]
+    fn route_entries_are_checked() {
+        let mut route = RoutePolicy::new("/chat");
+        route.max_frame_size = Some(1 << 20);
+        route.max_message_size = Some(1024);
+        let c = ServerConfig {
+            routes: vec![route],
+            ..ServerConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            (e.key, e.route.as_deref()),
+            ("max_frame_size", Some("/chat"))
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid setting `max_frame_size` of the route \"/chat\": \
+             must not exceed max_message_size (1024 bytes)"
+        );
+        // Only the message limit lowered: the frame limit follows it.
+        let mut route = RoutePolicy::new("/chat");
+        route.max_message_size = Some(1024);
+        let c = ServerConfig::default();
+        assert_eq!(c.route_sizes(&route).unwrap(), (1024, 1024));
+        let mut route = RoutePolicy::new("/chat");
+        route.allowed_origins = Some(vec!["*.".into()]);
+        let c = ServerConfig {
+            routes: vec![route],
+            ..ServerConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            (e.key, e.route.as_deref()),
+            ("allowed_origins", Some("/chat"))
+        );
+    }
+
+    #[test]
+    fn forwarded_header_parses() {
+        assert_eq!(
+            "X-Forwarded-For".parse::<ForwardedHeader>().unwrap(),
+            ForwardedHeader::XForwardedFor
+        );
+        assert_eq!(
+            "forwarded".parse::<ForwardedHeader>().unwrap(),
+            ForwardedHeader::Forwarded
+        );
+        let e = "via".parse::<ForwardedHeader>().unwrap_err();
+        assert_eq!(e.key, "forwarded_header");
     }
 }

@@ -4,10 +4,8 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::Full;
 
-/// The body type of every answer the handshake gives.
-pub(crate) type Body = Full<Bytes>;
+use crate::pipeline::{HandshakeResponse, refusal};
 
 /// A request that is not a valid upgrade, with the answer it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,21 +29,12 @@ impl Answer {
         self
     }
 
-    pub(crate) fn into_response(self) -> Response<Body> {
-        let mut body = self.message;
-        body.push('\n');
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = self.status;
+    pub(crate) fn into_response(self) -> HandshakeResponse {
+        let mut resp = refusal(self.status, self.message);
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
         for (k, v) in self.headers {
             h.append(k, v);
         }
-        // One request per connection outside of upgrades: nothing lingers.
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
     }
 }
@@ -175,9 +164,9 @@ pub(crate) fn choose_protocol<'a, S: AsRef<str>>(
 }
 
 /// The 101 answer.
-pub(crate) fn switching_protocols(key: &HeaderValue, protocol: Option<&str>) -> Response<Body> {
+pub(crate) fn switching_protocols(key: &HeaderValue, protocol: Option<&str>) -> HandshakeResponse {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Bytes::new());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -1,6 +1,6 @@
-//! The ws-provider server: accepts TCP connections, answers the HTTP upgrade
-//! through a handshake pipeline, runs one session per WebSocket connection,
-//! and shuts down gracefully.
+//! The ws-provider server: accepts TCP connections (optionally TLS), answers
+//! the HTTP upgrade through a handshake pipeline, runs one session per
+//! WebSocket connection, and shuts down gracefully.
 //!
 //! A key design decision: hyper serves the HTTP/1.1 request (so the handshake
 //! can run async code and every malformed request gets a precise status),
@@ -9,29 +9,63 @@
 //! `select!` loop: messages reach the component in order, outgoing messages
 //! are written in batches with one flush, and no lock is taken per message.
 //!
+//! Between the request and the upgrade, the handshake runs through tower
+//! layers, in this order (see [`HandshakeRequest`] and
+//! [`ServerBuilder::layer`]):
+//!
+//! 1. client address (`trusted_proxies`, `X-Forwarded-For`/`Forwarded`);
+//! 2. origin check (`allowed_origins`, `require_origin`) → 403;
+//! 3. connection limits (`max_connections`, `max_connections_per_address`,
+//!    `max_connections_per_address_per_second`) → 429 with `Retry-After`;
+//! 4. authentication (to come);
+//! 5. the user's own layers;
+//! 6. the route (→ 404), the route's own `max_connections` (→ 429), the 101.
+//!
+//! A connection's place in the limits is a permit held by its task until the
+//! session ends, whatever ends it; refused handshakes release it at once.
+//! Over `max_messages_per_second`, a connection is closed with 1008.
+//! Settings can differ per route (`[[route]]`, [`RoutePolicy`]).
+//!
 //! ```no_run
 //! use ws_core::{component_fn, Connection, Message};
 //! use ws_runtime::{Server, ServerConfig, shutdown_signal};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ServerConfig::default();
+//! config.allowed_origins = vec!["example.com".into(), "*.example.com".into()];
+//! config.trusted_proxies = vec!["127.0.0.1".into()];
 //! let server = Server::builder()
 //!     .component(component_fn("/echo", |conn: Connection, msg: Message| async move {
 //!         conn.send(msg)?;
 //!         Ok(())
 //!     }))
-//!     .config(ServerConfig::default())
+//!     .config(config)
 //!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:18080").await?;
 //! server.serve(listener, shutdown_signal()?).await?;
 //! # Ok(()) }
 //! ```
 
+mod client_addr;
 mod config;
 mod convert;
 mod handshake;
+mod io;
+mod origin;
+mod pipeline;
+mod policy;
 mod server;
 mod session;
 mod tasks;
+mod tls;
 
-pub use config::{ConfigError, ServerConfig};
-pub use server::{BuildError, RouteInfo, Server, ServerBuilder, shutdown_signal};
+pub use config::{ConfigError, ForwardedHeader, RoutePolicy, ServerConfig, TlsSettings};
+pub use pipeline::{
+    ClientAddr, ClientCertificates, HandshakeFn, HandshakeFnService, HandshakeRequest,
+    HandshakeResponse, HandshakeService, Next, PeerAddr, handshake_fn, refusal,
+};
+pub use policy::RouteInfo;
+pub use server::{BuildError, Server, ServerBuilder, shutdown_signal};
+pub use tls::TlsError;
+/// The tower version the handshake pipeline is built on, for writing layers.
+pub use tower;

@@ -1,4 +1,5 @@
-//! The server: builder, accept loop, HTTP handshake, graceful shutdown.
+//! The server: builder, accept loop (TLS included), HTTP handshake through
+//! the pipeline, sessions, graceful shutdown.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -8,49 +9,58 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use ws_core::{Component, Connection, HandshakeInfo, ServerContext};
+use tower::{Layer, Service, ServiceExt as _};
+use ws_core::{BoxError, Component, Connection, HandshakeInfo, ServerContext};
+use ws_ratelimit::{AddressMessageLimiter, ConnectionLimiter, ConnectionPermit, LimitError};
 use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
 
+use crate::client_addr::{ClientAddrResolver, TrustedProxies};
 use crate::config::{ConfigError, ServerConfig};
-use crate::handshake::{self, Answer, Body, Kind};
-use crate::session::{self, SessionConfig};
+use crate::handshake::{self, Answer, Kind};
+use crate::io::Io;
+use crate::origin::OriginPolicy;
+use crate::pipeline::{
+    self, BoxedLayer, ClientAddr, ClientCertificates, HandshakeRequest, HandshakeResponse,
+    HandshakeService, HeldPermits, PeerAddr, refusal,
+};
+use crate::policy::{self, MountedRoute, RouteInfo};
+use crate::session::{self, MessageGuard, SessionConfig};
 use crate::tasks;
+use crate::tls::{Tls, TlsError};
 
 /// Why a server could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// A setting is out of range.
+    /// A setting is out of range, or a `[[route]]` entry names no route.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A route is invalid or conflicts with another.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A TLS file is missing, unreadable or does not fit.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
-/// One mounted route, for listings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteInfo {
-    /// The full path, prefix included.
-    pub path: String,
-    /// The component's name (its type path by default).
-    pub component: String,
-}
-
-/// Collects components and settings; [`build`](Self::build) checks them.
+/// Collects components, settings and handshake layers;
+/// [`build`](Self::build) checks them.
 #[derive(Default)]
 pub struct ServerBuilder {
     components: Vec<Arc<dyn Component>>,
     config: ServerConfig,
+    layers: Vec<BoxedLayer>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -58,6 +68,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("components", &self.components.len())
             .field("config", &self.config)
+            .field("layers", &self.layers.len())
             .finish()
     }
 }
@@ -84,55 +95,171 @@ impl ServerBuilder {
         self
     }
 
-    /// Checks the settings and builds the route table.
+    /// Adds a tower layer to the handshake pipeline.
+    ///
+    /// It runs after the built-in guards (client address, origin check,
+    /// connection limits) and before the route match and the upgrade; layers
+    /// added first run first. Its service gets every valid upgrade request
+    /// as a [`HandshakeRequest`] (headers, path, and extensions such as
+    /// [`ClientAddr`]) and answers with a [`HandshakeResponse`]: its own
+    /// refusal (see [`refusal`](crate::refusal)), or what the inner service
+    /// answers. A service error is answered with 500. The simplest layer is
+    /// an async function, [`handshake_fn`](crate::handshake_fn); any
+    /// [`tower::Layer`] of that shape works too:
+    ///
+    /// ```
+    /// use ws_runtime::tower::util::MapRequestLayer;
+    /// use ws_runtime::{HandshakeRequest, Server};
+    ///
+    /// // Tags every handshake; a component sees the header in `conn.headers()`.
+    /// let tag = MapRequestLayer::new(|mut req: HandshakeRequest| {
+    ///     req.headers_mut().insert("x-tagged", http::HeaderValue::from_static("yes"));
+    ///     req
+    /// });
+    /// let server = Server::builder()
+    ///     .component(ws_core::component_fn("/echo", |conn: ws_core::Connection, msg| async move {
+    ///         conn.send(msg)?;
+    ///         Ok(())
+    ///     }))
+    ///     .layer(tag)
+    ///     .build()?;
+    /// # drop(server);
+    /// # Ok::<(), ws_runtime::BuildError>(())
+    /// ```
+    #[must_use]
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandshakeService> + Send + 'static,
+        L::Service:
+            Service<HandshakeRequest, Response = HandshakeResponse> + Clone + Send + Sync + 'static,
+        <L::Service as Service<HandshakeRequest>>::Error: Into<BoxError>,
+        <L::Service as Service<HandshakeRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(pipeline::boxed_layer(layer));
+        self
+    }
+
+    /// Checks the settings, builds the route table, resolves the `[[route]]`
+    /// entries, loads the TLS files and assembles the handshake pipeline.
     ///
     /// # Errors
-    /// A setting out of range, an invalid route, or two components on
-    /// conflicting routes (the error names both).
+    /// A setting out of range, an invalid route, two components on
+    /// conflicting routes (the error names both), a `[[route]]` entry naming
+    /// no route, or a TLS file that is missing, unreadable or mismatched
+    /// (the error names the file).
     pub fn build(self) -> Result<Server, BuildError> {
-        self.config.validate()?;
-        let mut routes = RouteTableBuilder::new(&self.config.route_prefix)?;
-        for c in self.components {
+        let config = self.config;
+        config.validate()?;
+        let mut routes = RouteTableBuilder::new(&config.route_prefix)?;
+        let mut components = Vec::with_capacity(self.components.len());
+        for (index, c) in self.components.into_iter().enumerate() {
             let route: Option<Cow<'static, str>> = c.route();
-            let name = c.name();
-            routes.add(route.as_deref(), &name, c)?;
+            routes.add(route.as_deref(), &c.name(), index)?;
+            components.push(c);
         }
-        Ok(Server {
-            shared: Arc::new(Shared {
-                routes: routes.build(),
-                ws_config: ws_config(&self.config),
-                session: SessionConfig {
-                    ping_interval: self.config.ping_interval,
-                    write_timeout: self.config.write_timeout,
-                    shutdown_timeout: self.config.shutdown_timeout,
-                },
-                config: self.config,
-                shutdown: CancellationToken::new(),
-                tracker: TaskTracker::new(),
-                open: AtomicUsize::new(0),
-            }),
-        })
+        let routes = routes.build();
+        let mounted = policy::mount(&config, &routes, components)?;
+        let limiter = ConnectionLimiter::new(config.connection_limits()).map_err(|e| {
+            let key = match e {
+                LimitError::Ipv4PrefixLen(_) => "ipv4_prefix_len",
+                _ => "ipv6_prefix_len",
+            };
+            ConfigError::new(key, e.to_string())
+        })?;
+        let address_messages = AddressMessageLimiter::new(
+            config.max_messages_per_address_per_second,
+            limiter.grouping(),
+        );
+        let resolver = Arc::new(ClientAddrResolver {
+            trusted: TrustedProxies::parse(&config.trusted_proxies)?,
+            header: config.forwarded_header,
+        });
+        let server_origin = Arc::new(OriginPolicy::parse(
+            &config.allowed_origins,
+            config.require_origin,
+        )?);
+        let tls = config.tls.clone().map(Tls::load).transpose()?;
+        let shared = Arc::new(Shared {
+            routes,
+            mounted,
+            session: SessionConfig {
+                ping_interval: config.ping_interval,
+                write_timeout: config.write_timeout,
+                shutdown_timeout: config.shutdown_timeout,
+            },
+            limiter,
+            address_messages,
+            tls,
+            config,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            open: AtomicUsize::new(0),
+        });
+        let pipeline = assemble(&shared, self.layers, resolver, server_origin);
+        Ok(Server { shared, pipeline })
     }
 }
 
-fn ws_config(c: &ServerConfig) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(c.read_buffer_size)
-        .write_buffer_size(c.write_buffer_size)
-        .max_message_size(Some(c.max_message_size))
-        .max_frame_size(Some(c.max_frame_size))
+/// Stacks the handshake pipeline, innermost first; the request passes the
+/// stages in the opposite order (see the [`pipeline`] module).
+fn assemble(
+    shared: &Arc<Shared>,
+    layers: Vec<BoxedLayer>,
+    resolver: Arc<ClientAddrResolver>,
+    server_origin: Arc<OriginPolicy>,
+) -> HandshakeService {
+    // 6. route match, the route's own limit, upgrade.
+    let mut service = route_service(Arc::clone(shared));
+    // 5. the user's layers; the first added runs first.
+    for layer in layers.into_iter().rev() {
+        service = layer(service);
+    }
+    // 4. authentication (aspects, per-route requirement) goes here, so that
+    //    it runs after the limits and before the user's layers.
+    // 3. connection limits.
+    service = pipeline::limiter_stage(service, shared.limiter.clone());
+    // 2. origin check, by the route's policy (the route is only looked up;
+    //    an unknown path is refused later, with 404).
+    let checks_origin =
+        !server_origin.allows_all() || shared.mounted.iter().any(|m| !m.origin.allows_all());
+    if checks_origin {
+        let for_path = Arc::clone(shared);
+        service = pipeline::origin_stage(service, move |path: &str| {
+            let policy = match for_path.routes.at(path) {
+                Some(found) => Arc::clone(&for_path.mounted[*found.route.value()].origin),
+                None => Arc::clone(&server_origin),
+            };
+            (!policy.allows_all()).then_some(policy)
+        });
+    }
+    // 1. client address.
+    pipeline::client_addr_stage(service, resolver)
+}
+
+/// The end of the pipeline: route, the route's own limit, 101, session.
+fn route_service(shared: Arc<Shared>) -> HandshakeService {
+    HandshakeService::new(tower::service_fn(move |req: HandshakeRequest| {
+        let resp = upgrade(&shared, req);
+        async move { Ok::<_, Infallible>(resp) }
+    }))
 }
 
 /// State shared by every connection of one server.
 struct Shared {
-    /// Components by route, matched on each handshake.
-    routes: RouteTable<Arc<dyn Component>>,
+    /// Route paths to indexes into `mounted`, matched on each handshake.
+    routes: RouteTable<usize>,
+    /// Every route's component and the policy in force on it.
+    mounted: Vec<MountedRoute>,
     /// The settings, as validated.
     config: ServerConfig,
-    /// tungstenite's settings, derived once.
-    ws_config: WebSocketConfig,
     /// What each session needs from the settings.
     session: SessionConfig,
+    /// The server-wide connection limits, shared by every handshake.
+    limiter: ConnectionLimiter,
+    /// Per-address message budgets (`max_messages_per_address_per_second`).
+    address_messages: AddressMessageLimiter,
+    /// The certificate in use, when serving TLS; swapped on reload.
+    tls: Option<Tls>,
     /// Cancelled when shutdown starts: sessions close with 1001.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -145,6 +272,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Server {
     shared: Arc<Shared>,
+    /// The handshake pipeline; each request runs through a clone.
+    pipeline: HandshakeService,
 }
 
 impl std::fmt::Debug for Server {
@@ -161,17 +290,11 @@ impl Server {
         ServerBuilder::default()
     }
 
-    /// Every mounted route with its component, in registration order.
+    /// Every mounted route with its component and the policy in force on it
+    /// (server-wide settings merged with its `[[route]]` entry), in
+    /// registration order.
     pub fn routes(&self) -> Vec<RouteInfo> {
-        self.shared
-            .routes
-            .routes()
-            .iter()
-            .map(|r| RouteInfo {
-                path: r.path().to_owned(),
-                component: r.component().to_owned(),
-            })
-            .collect()
+        self.shared.mounted.iter().map(|m| m.info.clone()).collect()
     }
 
     /// The settings in force.
@@ -184,13 +307,38 @@ impl Server {
         self.shared.open.load(Ordering::Relaxed)
     }
 
+    /// Connections holding a place in the server-wide connection limits:
+    /// open sessions plus handshakes admitted and not yet finished. Falls
+    /// back to 0 once every connection is gone, whatever ended it.
+    pub fn admitted_connections(&self) -> usize {
+        self.shared.limiter.active()
+    }
+
+    /// Reads the `[tls]` files again and uses them for new connections; open
+    /// connections keep theirs. On error the certificate in use stays.
+    /// The server calls this on SIGHUP. It reads files, so it blocks briefly.
+    ///
+    /// # Errors
+    /// [`TlsError::NotConfigured`] without TLS; otherwise the file that
+    /// cannot be used.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.shared
+            .tls
+            .as_ref()
+            .ok_or(TlsError::NotConfigured)?
+            .reload()
+    }
+
     /// Serves connections from `listener` until `shutdown` completes, then
     /// shuts down gracefully: stops accepting, stops the components' timers
     /// and tasks, closes every connection with 1001, and waits up to
     /// `shutdown_timeout` for clients to answer.
     ///
+    /// With TLS, SIGHUP reloads the certificate ([`reload_tls`](Self::reload_tls));
+    /// the handler is installed before the first connection is accepted.
+    ///
     /// # Errors
-    /// Only when a component's signal handler cannot be installed.
+    /// Only when a signal handler cannot be installed.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -198,16 +346,19 @@ impl Server {
     ) -> std::io::Result<()> {
         let shared = &self.shared;
         let mut work = Vec::new();
-        for route in shared.routes.routes() {
-            let mut ctx = ServerContext::new(route.path());
-            Arc::clone(route.value()).configure(&mut ctx);
+        for m in &shared.mounted {
+            let mut ctx = ServerContext::new(&m.info.path);
+            Arc::clone(&m.component).configure(&mut ctx);
             work.extend(
                 ctx.into_tasks()
                     .into_iter()
-                    .map(|t| (route.component().to_owned(), t)),
+                    .map(|t| (m.info.component.clone(), t)),
             );
         }
         let mut background = tasks::start(work)?;
+        if shared.tls.is_some() {
+            background.spawn(reload_on_hangup(self.clone(), hangup()?));
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -215,7 +366,8 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let shared = Arc::clone(&self.shared);
-                        self.shared.tracker.spawn(handle_tcp(shared, stream, peer));
+                        let pipeline = self.pipeline.clone();
+                        self.shared.tracker.spawn(handle_tcp(shared, pipeline, stream, peer));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -252,23 +404,80 @@ impl Server {
     }
 }
 
-async fn handle_tcp(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    serve_http(shared, stream, peer).await;
+fn hangup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
-/// Serves the HTTP request on one connection: an upgrade becomes a session,
-/// anything else gets its answer, and a client too slow to send its request
-/// head within the handshake timeout is dropped.
-async fn serve_http<S>(shared: Arc<Shared>, io: S, peer: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+/// Reloads the certificate on every SIGHUP until aborted at shutdown.
+async fn reload_on_hangup(server: Server, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        let s = server.clone();
+        match tokio::task::spawn_blocking(move || s.reload_tls()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed, keeping the certificate in use");
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload task failed"),
+        }
+    }
+}
+
+/// One accepted connection: TLS (within the handshake deadline), then HTTP.
+async fn handle_tcp(
+    shared: Arc<Shared>,
+    pipeline: HandshakeService,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let _ = stream.set_nodelay(true);
+    let (io, certificates) = match &shared.tls {
+        None => (Io::Plain(stream), None),
+        Some(tls) => match timeout_at(deadline, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
+                    ClientCertificates(
+                        chain
+                            .iter()
+                            .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                            .collect(),
+                    )
+                });
+                (Io::Tls(Box::new(stream)), certificates)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    serve_http(shared, pipeline, io, peer, certificates, deadline).await;
+}
+
+/// Serves the HTTP request on one connection: an upgrade goes through the
+/// pipeline and becomes a session, anything else gets its answer, and a
+/// client too slow to send its request head by `deadline` is dropped.
+async fn serve_http(
+    shared: Arc<Shared>,
+    pipeline: HandshakeService,
+    io: Io,
+    peer: SocketAddr,
+    certificates: Option<ClientCertificates>,
+    deadline: Instant,
+) {
     let svc_shared = Arc::clone(&shared);
     let service = hyper::service::service_fn(move |req| {
-        let shared = Arc::clone(&svc_shared);
-        async move { Ok::<_, Infallible>(handle_request::<S>(shared, req, peer)) }
+        handle_request(
+            Arc::clone(&svc_shared),
+            pipeline.clone(),
+            req,
+            peer,
+            certificates.clone(),
+        )
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -280,120 +489,192 @@ where
     let conn = http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    match tokio::time::timeout_at(deadline, conn).await {
+    match timeout_at(deadline, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
         Err(_) => tracing::debug!(%peer, "handshake timed out"),
     }
 }
 
-fn handle_request<S>(
+/// Answers one request: plain requests and malformed upgrades here, valid
+/// upgrades through the pipeline.
+async fn handle_request(
     shared: Arc<Shared>,
-    mut req: Request<Incoming>,
+    pipeline: HandshakeService,
+    req: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Body>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let result = (|| {
-        if handshake::head_size(&req) > shared.config.max_request_size {
-            return Err(Answer::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "request head exceeds {} KiB (max_request_size_in_kb)",
-                    shared.config.max_request_size / 1024
-                ),
-            ));
+    certificates: Option<ClientCertificates>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    // An upgrade has no body; the extensions (hyper's upgrade handle among
+    // them) stay with the request.
+    let (parts, _body) = req.into_parts();
+    let mut req = Request::from_parts(parts, ());
+    let resp = match check_request(&shared, &req) {
+        Err(answer) => answer.into_response(),
+        Ok(()) => {
+            let ext = req.extensions_mut();
+            ext.insert(PeerAddr(peer));
+            ext.insert(HeldPermits::default());
+            if let Some(c) = certificates {
+                ext.insert(c);
+            }
+            match pipeline.oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
         }
-        let kind = handshake::classify(&req)?;
-        let path = req.uri().path();
-        let key = match kind {
-            Kind::Plain => {
-                if !shared.config.health_path.is_empty() && path == shared.config.health_path {
-                    return Err(Answer::new(StatusCode::OK, "ok"));
-                }
-                return Err(if shared.routes.at(path).is_some() {
-                    Answer::new(
-                        StatusCode::UPGRADE_REQUIRED,
-                        "this path speaks WebSocket only",
-                    )
-                    .header(http::header::UPGRADE, "websocket")
-                    .header(http::header::SEC_WEBSOCKET_VERSION, "13")
-                } else {
-                    Answer::new(StatusCode::NOT_FOUND, format!("no route for `{path}`"))
-                });
+    };
+    let status = resp.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS && status != StatusCode::OK {
+        let client = resp.extensions().get::<ClientAddr>().map_or(peer, |c| c.0);
+        tracing::debug!(
+            %peer,
+            %client,
+            status = status.as_u16(),
+            reason = %String::from_utf8_lossy(resp.body()).trim_end(),
+            "handshake refused"
+        );
+    }
+    Ok(resp.map(Full::new))
+}
+
+/// What every request is checked for before the pipeline: the head's size,
+/// and that it is a well-formed upgrade (else the plain answers: health
+/// check, 426 on a route, 404).
+fn check_request(shared: &Shared, req: &HandshakeRequest) -> Result<(), Answer> {
+    if handshake::head_size(req) > shared.config.max_request_size {
+        return Err(Answer::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request head exceeds {} KiB (max_request_size_in_kb)",
+                shared.config.max_request_size / 1024
+            ),
+        ));
+    }
+    match handshake::classify(req)? {
+        Kind::Upgrade { .. } => Ok(()),
+        Kind::Plain => {
+            let path = req.uri().path();
+            if !shared.config.health_path.is_empty() && path == shared.config.health_path {
+                return Err(Answer::new(StatusCode::OK, "ok"));
             }
-            Kind::Upgrade { key } => key,
-        };
-        let Some(found) = shared.routes.at(path) else {
-            return Err(Answer::new(
-                StatusCode::NOT_FOUND,
-                format!("no WebSocket route for `{path}`"),
-            ));
-        };
-        let component = Arc::clone(found.route.value());
-        let supported = component.subprotocols();
-        let protocol = handshake::choose_protocol(&supported, req.headers()).map(str::to_owned);
-        let mut info = HandshakeInfo::new(peer, path);
-        info.query = req.uri().query().map(str::to_owned);
-        info.route = found.route.path().to_owned();
-        info.params = found.params;
-        info.subprotocol = protocol;
-        info.headers = std::mem::take(req.headers_mut());
-        let response = handshake::switching_protocols(&key, info.subprotocol.as_deref());
-        let upgrade = hyper::upgrade::on(&mut req);
-        let task_shared = Arc::clone(&shared);
-        shared.tracker.spawn(async move {
-            match upgrade.await {
-                Ok(upgraded) => start_session::<S>(task_shared, upgraded, info, component).await,
-                Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
-            }
-        });
-        Ok(response)
-    })();
-    match result {
-        Ok(resp) => resp,
-        Err(answer) => {
-            if answer.status != StatusCode::OK {
-                tracing::debug!(%peer, status = answer.status.as_u16(), reason = %answer.message, "handshake refused");
-            }
-            answer.into_response()
+            Err(if shared.routes.at(path).is_some() {
+                Answer::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this path speaks WebSocket only",
+                )
+                .header(http::header::UPGRADE, "websocket")
+                .header(http::header::SEC_WEBSOCKET_VERSION, "13")
+            } else {
+                Answer::new(StatusCode::NOT_FOUND, format!("no route for `{path}`"))
+            })
         }
     }
 }
 
-async fn start_session<S>(
+/// Matches the route, applies its own connection limit, answers 101 and
+/// starts the session once hyper hands the connection over.
+fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse {
+    let key = match handshake::classify(&req) {
+        Ok(Kind::Upgrade { key }) => key,
+        // A user layer changed the request into something else.
+        Ok(Kind::Plain) => {
+            return refusal(StatusCode::BAD_REQUEST, "not a WebSocket upgrade");
+        }
+        Err(answer) => return answer.into_response(),
+    };
+    let path = req.uri().path().to_owned();
+    let Some(found) = shared.routes.at(&path) else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            format!("no WebSocket route for `{path}`"),
+        );
+    };
+    let index = *found.route.value();
+    let route = &shared.mounted[index];
+    if let Some(limiter) = &route.limiter
+        && let Some(refused) = pipeline::admit(limiter, &req, |r| {
+            format!(
+                "too many connections on route `{}` (max_connections = {} in its [[route]] entry)",
+                route.info.path, r.max
+            )
+        })
+    {
+        return refused;
+    }
+    let ext = req.extensions();
+    let client = ext
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<PeerAddr>().map(|p| p.0))
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let permits = ext
+        .get::<HeldPermits>()
+        .map(HeldPermits::take)
+        .unwrap_or_default();
+    let supported = route.component.subprotocols();
+    let protocol = handshake::choose_protocol(&supported, req.headers()).map(str::to_owned);
+    let mut info = HandshakeInfo::new(client, path);
+    info.query = req.uri().query().map(str::to_owned);
+    info.route = found.route.path().to_owned();
+    info.params = found.params;
+    info.subprotocol = protocol;
+    info.headers = std::mem::take(req.headers_mut());
+    let response = handshake::switching_protocols(&key, info.subprotocol.as_deref());
+    let upgrade = hyper::upgrade::on(&mut req);
+    let task_shared = Arc::clone(shared);
+    shared.tracker.spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => start_session(task_shared, upgraded, info, index, permits).await,
+            // The permits drop here: the places are released.
+            Err(e) => tracing::debug!(%client, error = %e, "upgrade failed"),
+        }
+    });
+    response
+}
+
+async fn start_session(
     shared: Arc<Shared>,
     upgraded: hyper::upgrade::Upgraded,
     info: HandshakeInfo,
-    component: Arc<dyn Component>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    index: usize,
+    permits: Vec<ConnectionPermit>,
+) {
+    // Held until the session has ended, whatever ends it.
+    let _permits = permits;
+    let route = &shared.mounted[index];
     // Take back the plain stream so the session does not pay for hyper's
     // boxed IO on every read and write.
-    let Ok(parts) = upgraded.downcast::<TokioIo<S>>() else {
+    let Ok(parts) = upgraded.downcast::<TokioIo<Io>>() else {
         tracing::error!("upgraded connection has an unexpected IO type");
         return;
     };
     let io = parts.io.into_inner();
     let ws = if parts.read_buf.is_empty() {
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(shared.ws_config)).await
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).await
     } else {
         WebSocketStream::from_partially_read(
             io,
             parts.read_buf.to_vec(),
             Role::Server,
-            Some(shared.ws_config),
+            Some(route.ws_config),
         )
         .await
     };
+    let client = info.client_addr;
     let (conn, outbox) = Connection::new(info, shared.config.outgoing_queue);
     tracing::debug!(
         conn = %conn.id(),
         route = %conn.handshake().route,
-        client = %conn.client_addr(),
+        client = %client,
         "connection opened"
+    );
+    let guard = MessageGuard::new(
+        route.info.max_messages_per_second,
+        shared
+            .address_messages
+            .rate_for(client.ip(), std::time::Instant::now()),
+        shared.config.max_messages_per_address_per_second,
     );
     shared.open.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
@@ -401,8 +682,9 @@ async fn start_session<S>(
         ws,
         conn.clone(),
         outbox,
-        component,
+        Arc::clone(&route.component),
         shared.session.clone(),
+        guard,
         shared.shutdown.clone(),
     )
     .await;

@@ -24,6 +24,7 @@ use ws_core::{
     BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Outbox,
     Outgoing,
 };
+use ws_ratelimit::{AddressMessageRate, MessageRate};
 
 use crate::convert;
 
@@ -40,6 +41,64 @@ pub(crate) struct SessionConfig {
     pub(crate) ping_interval: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+}
+
+/// The message-rate limits of one connection: its own budget (owned, no
+/// lock) and its address group's (one atomic word). Both unlimited: no
+/// clock is even read.
+pub(crate) struct MessageGuard {
+    rate: MessageRate,
+    per_address: AddressMessageRate,
+    per_second: u32,
+    per_address_per_second: u32,
+    active: bool,
+}
+
+impl MessageGuard {
+    pub(crate) fn new(
+        per_second: u32,
+        per_address: AddressMessageRate,
+        per_address_per_second: u32,
+    ) -> Self {
+        let rate = MessageRate::new(per_second, std::time::Instant::now());
+        Self {
+            active: !rate.is_unlimited() || per_address_per_second != 0,
+            rate,
+            per_address,
+            per_second,
+            per_address_per_second,
+        }
+    }
+
+    /// Admits one data message, or gives the 1008 close that ends the
+    /// connection.
+    #[inline]
+    fn check(&mut self) -> Result<(), CloseFrame> {
+        if !self.active {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if self.rate.check(now).is_err() {
+            return Err(CloseFrame::new(
+                CloseCode::POLICY_VIOLATION,
+                format!(
+                    "message rate exceeded (max_messages_per_second = {})",
+                    self.per_second
+                ),
+            ));
+        }
+        if self.per_address.check(now).is_err() {
+            return Err(CloseFrame::new(
+                CloseCode::POLICY_VIOLATION,
+                format!(
+                    "message rate of this address exceeded \
+                     (max_messages_per_address_per_second = {})",
+                    self.per_address_per_second
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A panic in component code, as an error.
@@ -105,6 +164,7 @@ pub(crate) async fn run<S>(
     mut outbox: Outbox,
     component: Arc<dyn Component>,
     cfg: SessionConfig,
+    mut guard: MessageGuard,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -119,7 +179,18 @@ pub(crate) async fn run<S>(
                 CLOSE_GRACE,
             )
         }
-        Ok(()) => main_loop(&mut ws, &conn, &mut outbox, &*component, &cfg, &shutdown).await,
+        Ok(()) => {
+            main_loop(
+                &mut ws,
+                &conn,
+                &mut outbox,
+                &*component,
+                &cfg,
+                &mut guard,
+                &shutdown,
+            )
+            .await
+        }
     };
     outbox.mark_closed();
     let reason = match end {
@@ -180,6 +251,7 @@ async fn main_loop<S>(
     outbox: &mut Outbox,
     component: &dyn Component,
     cfg: &SessionConfig,
+    guard: &mut MessageGuard,
     shutdown: &CancellationToken,
 ) -> End
 where
@@ -228,6 +300,10 @@ where
                     }
                     Some(Ok(msg)) => {
                         let Some(msg) = convert::from_wire(msg) else { continue };
+                        if let Err(frame) = guard.check() {
+                            tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), reason = %frame.reason, "message rate exceeded");
+                            return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
+                        }
                         if let Err(e) = guarded(component.on_message(conn, msg)).await {
                             tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
                             component.on_error(conn, e).await;

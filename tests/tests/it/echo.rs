@@ -37,7 +37,10 @@ async fn text_and_binary_of_every_length_class() {
 
 #[tokio::test]
 async fn order_is_kept_over_ten_thousand_pipelined_messages() {
-    let srv = echo_server().await;
+    // A flood by design: the message-rate limit (100/s by default) is off.
+    let mut config = ws_runtime::ServerConfig::default();
+    config.max_messages_per_second = 0;
+    let srv = TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await;
     let ws = srv.connect("/echo").await;
     let (mut tx, mut rx) = ws.split();
     let writer = tokio::spawn(async move {

@@ -2,8 +2,11 @@
 //!
 //! One binary of modules (ripgrep's layout); helpers live in `ws_tests`.
 
+mod abuse;
 mod echo;
+mod guards;
 mod handshake;
 mod lifecycle;
 mod limits;
 mod plugin;
+mod tls;
