@@ -79,6 +79,9 @@ const WORKSPACE: &[&str] = &[
     "ws-routing",
     "ws-ratelimit",
     "ws-auth",
+    "ws-broker",
+    "ws-bench",
+    "ws-bench-baseline",
     "ws-runtime",
     "ws-cli",
     "demo-echo",
@@ -120,7 +123,7 @@ fn dependency_direction() {
         "ws-core depends on a workspace crate"
     );
     // The logic crates know nothing of the runtime or the CLI.
-    for logic in ["ws-routing", "ws-ratelimit", "ws-auth"] {
+    for logic in ["ws-routing", "ws-ratelimit", "ws-auth", "ws-broker"] {
         if !deps.contains_key(logic) {
             continue;
         }

@@ -29,5 +29,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn ws_core::Component>> {
         std::sync::Arc::new(Echo),
         std::sync::Arc::new(Reverse),
         std::sync::Arc::new(Ticker::default()),
+        std::sync::Arc::new(Whoami),
+        std::sync::Arc::new(Chat),
     ]
 }

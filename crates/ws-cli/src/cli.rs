@@ -52,6 +52,14 @@ pub struct ConfigArgs {
     /// Log format (`log.format`) [default: text].
     #[arg(long, env = "WS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Bearer key of the admin publish API (`admin.key`).
+    #[arg(
+        long = "admin-key",
+        env = "WS_ADMIN_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub admin_key: Option<String>,
 }
 
 impl ConfigArgs {
@@ -63,6 +71,7 @@ impl ConfigArgs {
             route_prefix: self.prefix.clone(),
             state_dir: self.state_dir.clone(),
             log_format: self.log_format,
+            admin_key: self.admin_key.clone(),
         }
     }
 }

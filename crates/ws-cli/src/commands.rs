@@ -41,8 +41,15 @@ fn load(args: &ConfigArgs) -> Result<Effective> {
     Effective::load(args.config.as_deref(), &args.overrides())
 }
 
-fn build(components: Vec<Arc<dyn Component>>, eff: &Effective) -> Result<Server> {
+fn build(
+    components: Vec<Arc<dyn Component>>,
+    eff: &Effective,
+    hub: Option<ws_core::Hub>,
+) -> Result<Server> {
     let mut builder = Server::builder().config(eff.server_config()?);
+    if let Some(hub) = hub {
+        builder = builder.hub(hub);
+    }
     for c in components {
         builder = builder.component_arc(c);
     }
@@ -58,27 +65,61 @@ fn route_table(routes: &[RouteInfo]) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("{:<width$}  COMPONENT\n", "PATH");
+    let cwidth = routes
+        .iter()
+        .map(|r| r.component.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let mut out = format!("{:<width$}  {:<cwidth$}  POLICY\n", "PATH", "COMPONENT");
     for r in routes {
-        out.push_str(&format!("{:<width$}  {}\n", r.path, r.component));
+        out.push_str(&format!(
+            "{:<width$}  {:<cwidth$}  {}\n",
+            r.path,
+            r.component,
+            policy_summary(r)
+        ));
     }
     out
+}
+
+fn limit(n: u64) -> String {
+    if n == 0 {
+        "unlimited".to_owned()
+    } else {
+        n.to_string()
+    }
+}
+
+fn policy_summary(r: &RouteInfo) -> String {
+    let origins = if r.allowed_origins.is_empty() {
+        "any".to_owned()
+    } else {
+        r.allowed_origins.join(",")
+    };
+    format!(
+        "{}origins={origins}{} msgs/s={} max_message={}KiB max_frame={}KiB max_connections={}",
+        if r.has_policy { "[[route]] " } else { "" },
+        if r.require_origin { " (required)" } else { "" },
+        limit(r.max_messages_per_second.into()),
+        r.max_message_size / 1024,
+        r.max_frame_size / 1024,
+        if r.max_connections == 0 {
+            "server-wide".to_owned()
+        } else {
+            r.max_connections.to_string()
+        },
+    )
 }
 
 /// `ws-cli routes`.
 pub(crate) fn routes(components: Vec<Arc<dyn Component>>, args: &RoutesArgs) -> ExitCode {
     finish((|| {
         let eff = load(&args.config)?;
-        let server = build(components, &eff)?;
+        let server = build(components, &eff, None)?;
         let routes = server.routes();
         if args.json {
-            let items: Vec<RouteEntry> = routes
-                .iter()
-                .map(|r| RouteEntry {
-                    path: r.path.clone(),
-                    component: r.component.clone(),
-                })
-                .collect();
+            let items: Vec<RouteEntry> = routes.iter().map(RouteEntry::from).collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&items).map_err(anyhow::Error::from)?
@@ -107,46 +148,108 @@ pub(crate) fn start(components: Vec<Arc<dyn Component>>, args: &StartArgs) -> Ex
     finish((|| {
         let eff = load(&args.config)?;
         crate::logging::init(eff.file.log.format, &eff.file.log.level);
-        let server = build(components, &eff)?;
         let addr = std::net::SocketAddr::new(eff.host_ip()?, eff.file.server.port);
+        let admin = eff.admin()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            let local = listener.local_addr().context("listener has no address")?;
-            let shutdown =
-                ws_runtime::shutdown_signal().context("cannot install signal handlers")?;
-            let routes = server.routes();
-            let info = Info {
-                pid: std::process::id(),
-                address: local.to_string(),
-                routes: routes
-                    .iter()
-                    .map(|r| RouteEntry {
-                        path: r.path.clone(),
-                        component: r.component.clone(),
-                    })
-                    .collect(),
-                started_at: state::now_secs(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            };
-            let info_file = InfoFile::create(&eff.state_dir(), &info)?;
-            println!(
-                "WebSocket server running on {local} with pid {}",
-                std::process::id()
-            );
-            print!("{}", route_table(&routes));
-            tracing::info!(address = %local, pid = std::process::id(), info_file = %info_file.path().display(), "listening");
-            let result = server.serve(listener, shutdown).await.context("server failed");
-            drop(info_file);
-            result
-        })?;
+        runtime.block_on(serve(components, &eff, addr, admin))?;
         Ok(())
     })())
+}
+
+/// Everything `start` does once the runtime runs: broker, server, admin
+/// listener, info file; then the graceful shutdown of all of them.
+async fn serve(
+    components: Vec<Arc<dyn Component>>,
+    eff: &Effective,
+    addr: std::net::SocketAddr,
+    admin: Option<(std::net::SocketAddr, ws_runtime::AdminConfig)>,
+) -> Result<()> {
+    let broker = match eff.file.broker.redis_url {
+        Some(_) => Some(
+            ws_broker::RedisHub::connect(eff.file.broker.clone())
+                .await
+                .with_context(|| format!("cannot start the Redis broker ({})", eff.source))?,
+        ),
+        None => None,
+    };
+    let server = build(
+        components,
+        eff,
+        broker.as_ref().map(ws_broker::RedisHub::hub),
+    )?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("listener has no address")?;
+    let admin_listener = match &admin {
+        Some((admin_addr, _)) => Some(
+            tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("cannot listen on {admin_addr} (`admin.listen`)"))?,
+        ),
+        None => None,
+    };
+    let signal = ws_runtime::shutdown_signal().context("cannot install signal handlers")?;
+    // One signal stops the server and the admin listener alike.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let routes = server.routes();
+    let info = Info {
+        pid: std::process::id(),
+        address: local.to_string(),
+        routes: routes.iter().map(RouteEntry::from).collect(),
+        started_at: state::now_secs(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let info_file = InfoFile::create(&eff.state_dir(), &info)?;
+    println!(
+        "WebSocket server running on {local} with pid {}",
+        std::process::id()
+    );
+    print!("{}", route_table(&routes));
+    let admin_task = match (admin, admin_listener) {
+        (Some((_, config)), Some(l)) => {
+            let admin_local = l.local_addr().context("admin listener has no address")?;
+            println!("admin API on http://{admin_local}/publish");
+            let hub = server.hub().clone();
+            Some(tokio::spawn(ws_runtime::serve_admin(
+                l,
+                hub,
+                config,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        _ => {
+            tracing::info!("admin API off (set `admin.key` or WS_ADMIN_KEY to turn it on)");
+            None
+        }
+    };
+    if let Some(b) = &broker {
+        tracing::info!(status = %b.status(), "Redis broker connected");
+    }
+    tracing::info!(address = %local, pid = std::process::id(), info_file = %info_file.path().display(), "listening");
+    let result = server
+        .serve(listener, stopped(stop_rx))
+        .await
+        .context("server failed");
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    if let Some(b) = broker {
+        // After the connections closed, so their leave notices went out.
+        b.shutdown().await;
+    }
+    drop(info_file);
+    result
 }
 
 fn uptime(started_at: u64) -> String {

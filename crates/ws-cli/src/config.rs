@@ -24,6 +24,78 @@ pub struct FileConfig {
     pub websocket: WebSocketSection,
     /// `[log]`: logging.
     pub log: LogSection,
+    /// `[tls]`: serve `wss://` (absent: plain `ws://`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSection>,
+    /// `[[route]]`: per-route overrides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteSection>,
+    /// `[admin]`: the publish API for the web application.
+    pub admin: AdminSection,
+    /// `[broker]`: channels in-process, or across servers through Redis.
+    pub broker: ws_broker::BrokerConfig,
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One `[[route]]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// The route, as `ws-cli routes` lists it (with or without the prefix).
+    pub path: String,
+    /// Origins allowed on this route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Refuse handshakes without `Origin` on this route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_origin: Option<bool>,
+    /// Message rate per connection on this route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<u32>,
+    /// Largest message on this route, in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_size_in_kb: Option<u32>,
+    /// Largest frame on this route, in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_size_in_kb: Option<u32>,
+    /// Open connections on this route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Where the admin API listens; `""` turns it off.
+    pub listen: String,
+    /// Bearer key callers must present; `WS_ADMIN_KEY` overrides it. Empty:
+    /// the admin API stays off (it never runs unauthenticated).
+    pub key: String,
+    /// Largest request body, in KiB (413 above).
+    pub max_body_in_kb: u32,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:18081".to_owned(),
+            key: String::new(),
+            max_body_in_kb: 1024,
+        }
+    }
 }
 
 /// `[server]`.
@@ -49,6 +121,28 @@ pub struct ServerSection {
     pub shutdown_timeout: Duration,
     /// Health-check path answered with 200 (empty: none).
     pub health_path: String,
+    /// Origins browsers may connect from (empty: all).
+    pub allowed_origins: Vec<String>,
+    /// Refuse handshakes without an `Origin` header.
+    pub require_origin: bool,
+    /// Reverse proxies whose forwarding header is believed (IPs or CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// `x-forwarded-for` or `forwarded`.
+    pub forwarded_header: String,
+    /// Open connections, all clients (0: unlimited).
+    pub max_connections: u32,
+    /// Open connections per client address group (0: unlimited).
+    pub max_connections_per_address: u32,
+    /// New connections per address group per second (0: unlimited).
+    pub max_connections_per_address_per_second: u32,
+    /// IPv4 grouping prefix for per-address limits.
+    pub ipv4_prefix_len: u8,
+    /// IPv6 grouping prefix for per-address limits.
+    pub ipv6_prefix_len: u8,
+    /// Messages per second per connection (0: unlimited); over it: 1008.
+    pub max_messages_per_second: u32,
+    /// Messages per second per address group (0: unlimited); over it: 1008.
+    pub max_messages_per_address_per_second: u32,
 }
 
 impl Default for ServerSection {
@@ -63,6 +157,17 @@ impl Default for ServerSection {
             handshake_timeout: rt.handshake_timeout,
             shutdown_timeout: rt.shutdown_timeout,
             health_path: rt.health_path,
+            allowed_origins: rt.allowed_origins,
+            require_origin: rt.require_origin,
+            trusted_proxies: rt.trusted_proxies,
+            forwarded_header: "x-forwarded-for".to_owned(),
+            max_connections: rt.max_connections,
+            max_connections_per_address: rt.max_connections_per_address,
+            max_connections_per_address_per_second: rt.max_connections_per_address_per_second,
+            ipv4_prefix_len: rt.ipv4_prefix_len,
+            ipv6_prefix_len: rt.ipv6_prefix_len,
+            max_messages_per_second: rt.max_messages_per_second,
+            max_messages_per_address_per_second: rt.max_messages_per_address_per_second,
         }
     }
 }
@@ -218,6 +323,8 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     /// `--log-format` / `WS_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
+    /// `WS_ADMIN_KEY`.
+    pub admin_key: Option<String>,
 }
 
 /// The configuration in force: file (or defaults) with overrides applied.
@@ -255,10 +362,42 @@ impl Effective {
         if let Some(v) = o.log_format {
             file.log.format = v;
         }
+        if let Some(v) = o.admin_key {
+            file.admin.key = v;
+        }
         let eff = Self { file, source };
         eff.server_config()?;
         eff.host_ip()?;
+        eff.admin()?;
         Ok(eff)
+    }
+
+    /// The admin listener's address and settings; `None` when it is off
+    /// (no `listen` address, or no key).
+    ///
+    /// # Errors
+    /// An `admin.listen` that is not `IP:PORT`, or a body limit of 0.
+    pub fn admin(&self) -> Result<Option<(std::net::SocketAddr, ws_runtime::AdminConfig)>> {
+        let a = &self.file.admin;
+        if a.listen.is_empty() || a.key.is_empty() {
+            return Ok(None);
+        }
+        let addr = a.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: `admin.listen`: `{}` is not an address like 127.0.0.1:18081",
+                self.source,
+                a.listen
+            )
+        })?;
+        if a.max_body_in_kb == 0 {
+            bail!(
+                "{}: `admin.max_body_in_kb`: must be at least 1",
+                self.source
+            );
+        }
+        let mut config = ws_runtime::AdminConfig::new(a.key.clone());
+        config.max_body = a.max_body_in_kb as usize * 1024;
+        Ok(Some((addr, config)))
     }
 
     /// The listen IP address.
@@ -301,8 +440,54 @@ impl Effective {
         c.write_timeout = w.write_timeout;
         c.read_buffer_size = w.read_buffer_size as usize;
         c.write_buffer_size = w.write_buffer_size as usize;
+        c.slow_subscriber = self.file.broker.slow_subscriber.into();
+        if let Err(e) = self.file.broker.validate() {
+            bail!("{}: `broker`: {e}", self.source);
+        }
+        c.allowed_origins = s.allowed_origins.clone();
+        c.require_origin = s.require_origin;
+        c.trusted_proxies = s.trusted_proxies.clone();
+        c.forwarded_header = s
+            .forwarded_header
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: `server.forwarded_header`: {e}", self.source))?;
+        c.max_connections = s.max_connections;
+        c.max_connections_per_address = s.max_connections_per_address;
+        c.max_connections_per_address_per_second = s.max_connections_per_address_per_second;
+        c.ipv4_prefix_len = s.ipv4_prefix_len;
+        c.ipv6_prefix_len = s.ipv6_prefix_len;
+        c.max_messages_per_second = s.max_messages_per_second;
+        c.max_messages_per_address_per_second = s.max_messages_per_address_per_second;
+        c.tls = self.file.tls.as_ref().map(|t| {
+            let mut tls = ws_runtime::TlsSettings::new(&t.cert, &t.key);
+            tls.client_ca = t.client_ca.clone();
+            tls
+        });
+        c.routes = self
+            .file
+            .route
+            .iter()
+            .map(|r| {
+                let mut p = ws_runtime::RoutePolicy::new(&r.path);
+                p.allowed_origins = r.allowed_origins.clone();
+                p.require_origin = r.require_origin;
+                p.max_messages_per_second = r.max_messages_per_second;
+                p.max_message_size = r.max_message_size_in_kb.map(|k| k as usize * 1024);
+                p.max_frame_size = r.max_frame_size_in_kb.map(|k| k as usize * 1024);
+                p.max_connections = r.max_connections;
+                p
+            })
+            .collect();
         if let Err(e) = c.validate() {
-            bail!("{}: `{}`: {}", self.source, file_key(e.key), e.reason);
+            match &e.route {
+                Some(path) => bail!(
+                    "{}: `route.{}` of the [[route]] for {path:?}: {}",
+                    self.source,
+                    route_key(e.key),
+                    e.reason
+                ),
+                None => bail!("{}: `{}`: {}", self.source, file_key(e.key), e.reason),
+            }
         }
         if let Err(e) = ws_routing::normalize_prefix(&c.route_prefix) {
             bail!("{}: `server.route_prefix`: {e}", self.source);
@@ -321,11 +506,24 @@ impl Effective {
     }
 }
 
+/// The file key inside `[[route]]` for a runtime setting's name.
+fn route_key(runtime_key: &str) -> &str {
+    match runtime_key {
+        "max_message_size" => "max_message_size_in_kb",
+        "max_frame_size" => "max_frame_size_in_kb",
+        other => other,
+    }
+}
+
 /// The file key for a runtime setting's name.
 fn file_key(runtime_key: &str) -> String {
+    if runtime_key.starts_with("tls.") {
+        return runtime_key.to_owned();
+    }
     let section = match runtime_key {
         "max_message_size" | "max_frame_size" | "outgoing_queue" | "ping_interval"
         | "write_timeout" | "read_buffer_size" | "write_buffer_size" => "websocket",
+        "slow_subscriber" => "broker",
         _ => "server",
     };
     let key = match runtime_key {
@@ -353,6 +551,12 @@ mod tests {
                 };
                 if matches!(v, toml::Value::Table(_)) {
                     keys(v, &path, out);
+                } else if let Some(first) = v
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .filter(|f| f.is_table())
+                {
+                    keys(first, &path, out);
                 } else {
                     out.push(path);
                 }
@@ -366,20 +570,44 @@ mod tests {
         // The example shows the defaults, so it must equal them (state_dir aside).
         let mut expected = FileConfig::default();
         expected.server.state_dir = parsed.server.state_dir.clone();
+        expected.tls = parsed.tls.clone();
+        expected.broker.redis_url = parsed.broker.redis_url.clone();
+        expected.route = parsed.route.clone();
         assert_eq!(parsed, expected, "the example must show the defaults");
         // Every key the code knows is written in the example.
         let mut known = Vec::new();
         let mut all = FileConfig::default();
         all.server.state_dir = Some("/x".into());
+        all.broker.redis_url = Some("redis://x".into());
+        all.tls = Some(TlsSection {
+            cert: "c".into(),
+            key: "k".into(),
+            client_ca: Some("ca".into()),
+        });
+        all.route = vec![RouteSection {
+            path: "/x".into(),
+            allowed_origins: Some(vec![]),
+            require_origin: Some(true),
+            max_messages_per_second: Some(1),
+            max_message_size_in_kb: Some(1),
+            max_frame_size_in_kb: Some(1),
+            max_connections: Some(1),
+        }];
         keys(&toml::Value::try_from(&all).unwrap(), "", &mut known);
         let mut documented = Vec::new();
+        // Commented-out settings (`# key = value`, `# [table]`) count as
+        // documented; prose does not.
+        let is_setting = |r: &str| {
+            (r.starts_with('[') && r.ends_with(']'))
+                || r.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
+        };
         let uncommented: String = EXAMPLE
             .lines()
-            .map(|l| {
-                l.strip_prefix("# ")
-                    .filter(|r| r.contains(" = "))
-                    .unwrap_or(l)
-            })
+            .map(|l| l.strip_prefix("# ").filter(|r| is_setting(r)).unwrap_or(l))
             .collect::<Vec<_>>()
             .join("\n");
         keys(&toml::from_str(&uncommented).unwrap(), "", &mut documented);

@@ -24,13 +24,53 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// One route in an info file.
+/// One route in an info file and in `routes --json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteEntry {
     /// Full path, prefix included.
     pub path: String,
     /// Component type.
     pub component: String,
+    /// The policy in force on the route.
+    #[serde(default)]
+    pub policy: PolicyEntry,
+}
+
+/// The policy in force on a route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    /// Whether a `[[route]]` entry applies.
+    pub overridden: bool,
+    /// Allowed origins (empty: all).
+    pub allowed_origins: Vec<String>,
+    /// Whether an `Origin` header is required.
+    pub require_origin: bool,
+    /// Messages per second per connection (0: unlimited).
+    pub max_messages_per_second: u32,
+    /// Largest message, bytes.
+    pub max_message_size: usize,
+    /// Largest frame, bytes.
+    pub max_frame_size: usize,
+    /// The route's own connection cap (0: none).
+    pub max_connections: u32,
+}
+
+impl From<&ws_runtime::RouteInfo> for RouteEntry {
+    fn from(r: &ws_runtime::RouteInfo) -> Self {
+        Self {
+            path: r.path.clone(),
+            component: r.component.clone(),
+            policy: PolicyEntry {
+                overridden: r.has_policy,
+                allowed_origins: r.allowed_origins.clone(),
+                require_origin: r.require_origin,
+                max_messages_per_second: r.max_messages_per_second,
+                max_message_size: r.max_message_size,
+                max_frame_size: r.max_frame_size,
+                max_connections: r.max_connections,
+            },
+        }
+    }
 }
 
 /// What a running server tells about itself.
@@ -189,6 +229,7 @@ mod tests {
             routes: vec![RouteEntry {
                 path: "/echo".into(),
                 component: "demo_echo::Echo".into(),
+                policy: PolicyEntry::default(),
             }],
             started_at: now_secs(),
             version: "0.1.0".into(),

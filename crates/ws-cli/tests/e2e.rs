@@ -209,7 +209,16 @@ fn start_list_routes_echo_stop() {
         .iter()
         .map(|r| r["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["/echo", "/demo_echo_Reverse", "/ticker"]);
+    assert_eq!(
+        paths,
+        [
+            "/echo",
+            "/demo_echo_Reverse",
+            "/ticker",
+            "/demo_echo_Whoami",
+            "/chat/{room}"
+        ]
+    );
 
     // Clients: Rust and Python.
     echo_once(&srv.url("/echo"), "hello");

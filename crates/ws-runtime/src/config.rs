@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// `health_path`: path answered with `200 ok` for health checks (not an
     /// upgrade); empty for none.
     pub health_path: String,
+    /// `websocket.slow_subscriber`: what a channel publication does to a
+    /// subscriber whose outgoing queue is full: close it with 1013
+    /// (default) or skip the message for it.
+    pub slow_subscriber: ws_core::SlowSubscriber,
 
     /// `max_connections`: open connections, all clients together (default
     /// 1000; 0: unlimited). Over it, a handshake gets 429 with `Retry-After`.
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             read_buffer_size: 8 * 1024,
             write_buffer_size: 16 * 1024,
             health_path: "/healthz".to_owned(),
+            slow_subscriber: ws_core::SlowSubscriber::default(),
             max_connections: limits.max_connections,
             max_connections_per_address: limits.max_connections_per_address,
             max_connections_per_address_per_second: limits.max_connections_per_address_per_second,

@@ -46,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod client_addr;
 mod config;
 mod convert;
@@ -59,6 +60,7 @@ mod session;
 mod tasks;
 mod tls;
 
+pub use admin::{AdminConfig, serve_admin};
 pub use config::{ConfigError, ForwardedHeader, RoutePolicy, ServerConfig, TlsSettings};
 pub use pipeline::{
     ClientAddr, ClientCertificates, HandshakeFn, HandshakeFnService, HandshakeRequest,

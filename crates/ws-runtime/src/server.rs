@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt as _};
-use ws_core::{BoxError, Component, Connection, HandshakeInfo, ServerContext};
+use ws_core::{BoxError, Component, Connection, HandshakeInfo, Hub, LocalHub, ServerContext};
 use ws_ratelimit::{AddressMessageLimiter, ConnectionLimiter, ConnectionPermit, LimitError};
 use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
 
@@ -61,6 +61,7 @@ pub struct ServerBuilder {
     components: Vec<Arc<dyn Component>>,
     config: ServerConfig,
     layers: Vec<BoxedLayer>,
+    hub: Option<Hub>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -85,6 +86,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn component_arc(mut self, component: Arc<dyn Component>) -> Self {
         self.components.push(component);
+        self
+    }
+
+    /// Uses `hub` for channels and presence instead of an in-process one
+    /// (for example a Redis broker that reaches other server processes).
+    #[must_use]
+    pub fn hub(mut self, hub: Hub) -> Self {
+        self.hub = Some(hub);
         self
     }
 
@@ -149,6 +158,9 @@ impl ServerBuilder {
     /// (the error names the file).
     pub fn build(self) -> Result<Server, BuildError> {
         let config = self.config;
+        let hub = self
+            .hub
+            .unwrap_or_else(|| Hub::new(LocalHub::new(config.slow_subscriber)));
         config.validate()?;
         let mut routes = RouteTableBuilder::new(&config.route_prefix)?;
         let mut components = Vec::with_capacity(self.components.len());
@@ -190,6 +202,7 @@ impl ServerBuilder {
             limiter,
             address_messages,
             tls,
+            hub,
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -260,6 +273,8 @@ struct Shared {
     address_messages: AddressMessageLimiter,
     /// The certificate in use, when serving TLS; swapped on reload.
     tls: Option<Tls>,
+    /// Channels and presence: in-process, or a broker reaching other servers.
+    hub: Hub,
     /// Cancelled when shutdown starts: sessions close with 1001.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -300,6 +315,11 @@ impl Server {
     /// The settings in force.
     pub fn config(&self) -> &ServerConfig {
         &self.shared.config
+    }
+
+    /// The hub every connection and component of this server shares.
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
     }
 
     /// WebSocket connections open right now.
@@ -347,7 +367,7 @@ impl Server {
         let shared = &self.shared;
         let mut work = Vec::new();
         for m in &shared.mounted {
-            let mut ctx = ServerContext::new(&m.info.path);
+            let mut ctx = ServerContext::with_hub(&m.info.path, self.shared.hub.clone());
             Arc::clone(&m.component).configure(&mut ctx);
             work.extend(
                 ctx.into_tasks()
@@ -662,7 +682,8 @@ async fn start_session(
         .await
     };
     let client = info.client_addr;
-    let (conn, outbox) = Connection::new(info, shared.config.outgoing_queue);
+    let (conn, outbox) =
+        Connection::with_hub(info, shared.config.outgoing_queue, shared.hub.clone());
     tracing::debug!(
         conn = %conn.id(),
         route = %conn.handshake().route,

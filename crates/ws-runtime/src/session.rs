@@ -204,6 +204,16 @@ pub(crate) async fn run<S>(
         }
         End::ServerCloses(frame, initiator, grace) => {
             let deadline = Instant::now() + grace;
+            // Answers to messages read before the reason to close (a bad
+            // frame, a limit, shutdown) still go out first: RFC 6455 fails
+            // the connection from the offending frame on, not before it.
+            let mut buf = Vec::new();
+            while let Some(Outgoing::Messages(_)) = outbox.recv(&mut buf, WRITE_BATCH).await {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !write_batch(&mut ws, &mut buf, left).await {
+                    break;
+                }
+            }
             if timeout_at(deadline, ws.close(Some(convert::close_to_wire(&frame))))
                 .await
                 .is_ok_and(|r| r.is_ok())

@@ -32,6 +32,15 @@ async fn oversize_message_closes_with_1009() {
 /// Writes one raw masked frame after a completed upgrade and returns the
 /// server's close frame payload (code, reason).
 async fn raw_frame_close(srv: &TestServer, frame: &[u8]) -> (u16, String) {
+    let out = raw_frames(srv, frame).await;
+    assert_eq!(out[0], 0x88, "close opcode expected: {out:?}");
+    let len = (out[1] & 0x7f) as usize;
+    let code = u16::from_be_bytes([out[2], out[3]]);
+    (code, String::from_utf8_lossy(&out[4..2 + len]).into_owned())
+}
+
+/// Everything the server sends after the upgrade in answer to `frames`.
+async fn raw_frames(srv: &TestServer, frame: &[u8]) -> Vec<u8> {
     let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     s.write_all(ws_tests::upgrade_request("/echo", "").as_bytes())
         .await
@@ -47,10 +56,7 @@ async fn raw_frame_close(srv: &TestServer, frame: &[u8]) -> (u16, String) {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     assert!(out.len() >= 4, "no close frame: {out:?}");
-    assert_eq!(out[0], 0x88, "close opcode expected: {out:?}");
-    let len = (out[1] & 0x7f) as usize;
-    let code = u16::from_be_bytes([out[2], out[3]]);
-    (code, String::from_utf8_lossy(&out[4..2 + len]).into_owned())
+    out
 }
 
 fn masked(opcode_byte: u8, payload: &[u8]) -> Vec<u8> {
@@ -127,5 +133,19 @@ async fn a_client_that_never_reads_does_not_grow_the_server() {
     send(&mut other, "hello").await;
     assert_eq!(next(&mut other).await, Message::text("hello"));
     drop((hog, other));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn answers_before_a_protocol_error_are_still_sent() {
+    // A valid message and a bad frame in one write: the echo goes out before
+    // the 1002 close (Autobahn 3.2-3.4, 4.x, 5.15).
+    let srv = small_server().await;
+    let mut frames = masked(0x81, b"hi");
+    frames.extend(masked(0xC1, b"x"));
+    let out = raw_frames(&srv, &frames).await;
+    assert_eq!(&out[..4], &[0x81, 0x02, b'h', b'i'], "echo first: {out:?}");
+    assert_eq!(out[4], 0x88, "then the close: {out:?}");
+    assert_eq!(u16::from_be_bytes([out[6], out[7]]), 1002);
     srv.shutdown().await;
 }

@@ -6,6 +6,7 @@ mod abuse;
 mod echo;
 mod guards;
 mod handshake;
+mod hub;
 mod lifecycle;
 mod limits;
 mod plugin;
