@@ -188,7 +188,19 @@ fn run_all(opts: &Options) -> Result<()> {
             .with_context(|| format!("cannot remove old reports in {}", servers_dir.display()))?;
     }
 
-    let mut server = Server::start(&bin, &dir, opts.server_config.as_deref())?;
+    // The fuzzing client opens one connection per case, back to back from
+    // 127.0.0.1, and some cases send 1,000 messages at once: the default
+    // connection and message limits (a production default) would refuse
+    // them, so this run lifts them. Everything else stays at its default.
+    let default_config = dir.join("ws-provider.toml");
+    fs::write(
+        &default_config,
+        "# written by cargo xtask autobahn\n[server]\nmax_connections_per_address = 0\n\
+         max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n",
+    )
+    .with_context(|| format!("cannot write {}", default_config.display()))?;
+    let config = opts.server_config.as_deref().unwrap_or(&default_config);
+    let mut server = Server::start(&bin, &dir, Some(config))?;
     let url = format!("ws://{}{ROUTE}", server.addr);
     println!(
         "xtask: autobahn: ws-cli (pid {}) listening on {}",
