@@ -1,6 +1,6 @@
 //! Helpers for the integration tests: servers on free loopback ports, real
 //! WebSocket clients (plain and TLS), raw HTTP requests, test certificates,
-//! and tests run in a child process of their own.
+//! a real Redis server, and tests run in a child process of their own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_runtime::{Server, ServerBuilder};
 
 pub mod child;
+pub mod redis;
 pub mod tls;
 
 /// A real WebSocket client.
@@ -36,7 +37,12 @@ pub struct TestServer {
 impl TestServer {
     /// Builds and starts a server.
     pub async fn start(builder: ServerBuilder) -> Self {
-        let server = builder.build().expect("server builds");
+        Self::serve(builder.build().expect("server builds")).await
+    }
+
+    /// Starts a built server (one with aspects is built with
+    /// `build_async`).
+    pub async fn serve(server: Server) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -48,7 +48,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 /// A virtualenv with the `websockets` client; its python.
-fn python_venv(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn python_venv(dir: &Path) -> Result<PathBuf> {
     let python = dir.join("bin/python");
     let ready = dir.join(".ready");
     if ready.exists() && python.exists() {

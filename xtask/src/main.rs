@@ -6,8 +6,11 @@
 //!   routes, clients in Rust and Python, stop, stale entries, bad configs).
 //! - `autobahn`: the Autobahn|Testsuite fuzzing client against the release
 //!   binary; fails on any FAILED case.
+//! - `bench`: ws-provider against a tuned tokio-tungstenite baseline in
+//!   interleaved rounds (`--quick`, `--json`); see `bench.rs`.
 
 mod autobahn;
+mod bench;
 mod e2e;
 mod util;
 
@@ -28,14 +31,15 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
-        bail!("usage: cargo xtask <ci|e2e|autobahn> [options]");
+        bail!("usage: cargo xtask <ci|e2e|autobahn|bench> [options]");
     };
     let rest = &args[1..];
     match cmd.as_str() {
         "ci" => ci(rest),
         "e2e" => e2e::run(rest),
         "autobahn" => autobahn::run(rest),
-        other => bail!("unknown command `{other}`; expected ci, e2e or autobahn"),
+        "bench" => bench::run(rest),
+        other => bail!("unknown command `{other}`; expected ci, e2e, autobahn or bench"),
     }
 }
 
@@ -53,7 +57,15 @@ fn ci(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    util::cargo(&["test", "--workspace"])?;
+    // The workspace tests drive the debug binary with a Python client too.
+    let python = e2e::python_venv(&util::root().join("target/e2e-venv"))?;
+    let status = util::cargo_cmd()
+        .args(["test", "--workspace"])
+        .env("WS_PYTHON", &python)
+        .status()?;
+    if !status.success() {
+        bail!("cargo test --workspace failed ({status})");
+    }
     util::cargo(&["deny", "check", "bans", "licenses", "sources"])?;
     e2e::run(&[])?;
     autobahn::run(&[])?;

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use serde_json::json;
-use ws_core::{BoxError, CloseReason, Component, Connection, Message};
+use ws_core::{BoxError, CloseReason, Component, Connection, HubError, Message};
 
 /// Chat rooms on `/chat/{room}`: every text message goes to everyone in the
 /// room as `{"type":"message","room","from","text"}`, with the sender's
@@ -16,6 +16,15 @@ pub struct Chat;
 
 fn channel(conn: &Connection) -> String {
     format!("chat:{}", conn.param("room").unwrap_or("lobby"))
+}
+
+/// Publishes to the room; a broker that cannot forward right now is not an
+/// error for the sender (local members got the message, the broker logs it).
+fn publish(conn: &Connection, channel: &str, text: String) -> Result<(), HubError> {
+    match conn.hub().publish(channel, text) {
+        Ok(_) | Err(HubError::Unavailable(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn name_of(conn: &Connection) -> String {
@@ -38,15 +47,23 @@ impl Component for Chat {
         let room = conn.param("room").unwrap_or("lobby").to_owned();
         let ch = channel(conn);
         conn.join(&ch)?;
-        let members: Vec<_> = conn
-            .hub()
-            .presence(&ch)
-            .await?
+        // With a broker that is down, the room still works locally: the
+        // presence list is marked incomplete and notices reach this server only.
+        let (members, complete) = match conn.hub().presence(&ch).await {
+            Ok(m) => (m, true),
+            Err(HubError::Unavailable(_)) => (Vec::new(), false),
+            Err(e) => return Err(e.into()),
+        };
+        let members: Vec<_> = members
             .into_iter()
             .map(|m| json!({"name": m.name, "user_id": m.user_id}))
             .collect();
-        conn.send(json!({"type": "presence", "room": room, "members": members}).to_string())?;
-        conn.hub().publish(
+        conn.send(
+            json!({"type": "presence", "room": room, "members": members, "complete": complete})
+                .to_string(),
+        )?;
+        publish(
+            conn,
             &ch,
             json!({"type": "join", "room": room, "name": name_of(conn)}).to_string(),
         )?;
@@ -59,7 +76,7 @@ impl Component for Chat {
         };
         let room = conn.param("room").unwrap_or("lobby");
         let out = json!({"type": "message", "room": room, "from": name_of(conn), "text": text});
-        conn.hub().publish(&channel(conn), out.to_string())?;
+        publish(conn, &channel(conn), out.to_string())?;
         Ok(())
     }
 

@@ -158,7 +158,8 @@
 //! of it random). On return the subscriber subscribes again, and the writer
 //! re-announces this server, rewrites all its presence entries, and waits
 //! until as many servers listen on the bus as were alive before the outage
-//! (at most twice `reconnect_max_delay`) before it accepts publications
+//! (at most twice `reconnect_max_delay`, renewing its keys meanwhile so
+//! they cannot expire while it waits) before it accepts publications
 //! again: what is published before a server has subscribed again would
 //! never reach it. A silent network loss is found by a `PING` on each
 //! connection every heartbeat, with `command_timeout`.

@@ -101,6 +101,11 @@ pub(crate) async fn announce(
 /// were alive before (they reconnect on their own schedules, and what is
 /// published before a server subscribes never reaches it), for at most
 /// twice `reconnect_max_delay`. Publications are refused meanwhile.
+///
+/// The heartbeat goes on while it waits: the wait can be longer than
+/// `presence_expiry`, and this server's keys, just announced, must not
+/// expire meanwhile (the others would forget it and drop its members from
+/// their presence lists until its next heartbeat).
 async fn settle(
     shared: &Shared,
     conn: &mut MultiplexedConnection,
@@ -109,7 +114,12 @@ async fn settle(
 ) -> Result<(), Failure> {
     let grace = shared.config.reconnect_max_delay * 2;
     let start = Instant::now();
+    let mut beat = Instant::now();
     loop {
+        if beat.elapsed() >= shared.config.presence_heartbeat {
+            heartbeat(shared, conn).await?;
+            beat = Instant::now();
+        }
         let (_, listening): (String, usize) = timed(
             shared.config.command_timeout,
             redis::cmd("PUBSUB")

@@ -628,3 +628,81 @@ async fn connect_errors_are_typed() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_others_after_a_restart_keeps_this_servers_keys_alive() {
+    // After a reconnection a server waits (up to twice reconnect_max_delay)
+    // for as many servers as before to listen again. That wait can outlast
+    // presence_expiry; the server's keys must be renewed meanwhile, else
+    // the others forget it and drop its members until its next heartbeat.
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let cfg = config(&redis.url()); // heartbeat 100 ms, expiry 400 ms, wait up to 800 ms
+    assert!(cfg.reconnect_max_delay * 2 > cfg.presence_expiry);
+    // B first, so that A counts two servers when it announces itself; B
+    // runs on a runtime of its own so that it can crash: it will never
+    // listen again, and A waits the whole grace period.
+    let rt_b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = rt_b
+        .spawn(RedisHub::connect(cfg.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = RedisHub::connect(cfg.clone()).await.unwrap();
+    let (a1, _oa1) = open(&a.hub(), Some(("1", "ann")), 8);
+    a1.join("room").unwrap();
+    eventually(WAIT, "A's member visible on A", || async {
+        members(&a, "room").await.len() == 1
+    })
+    .await;
+    // B crashes and Redis goes away before A's heartbeat can notice B is
+    // gone (B's key lives for the expiry).
+    rt_b.shutdown_background();
+    drop(b);
+    redis.kill();
+    eventually(WAIT, "A notices", || async { !a.status().connected }).await;
+    redis.restart();
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let alive = format!("{PREFIX}:server:{}", a.server_id());
+    let hash = format!("{PREFIX}:presence:{}:room", a.server_id());
+    let start = Instant::now();
+    let mut announced = None;
+    while !a.status().connected {
+        assert!(
+            start.elapsed() < WAIT,
+            "A never accepted publications again"
+        );
+        let (k, h): (bool, bool) = redis::pipe()
+            .exists(&alive)
+            .exists(&hash)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        match announced {
+            None if k && h => announced = Some(Instant::now()),
+            None => {}
+            Some(t) => assert!(
+                k && h,
+                "A's keys expired {:?} after it announced itself, while it waited for the others \
+                 (server key {k}, presence hash {h})",
+                t.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waited = announced.expect("A announced itself").elapsed();
+    assert!(
+        waited > cfg.presence_expiry,
+        "the wait ({waited:?}) must outlast the expiry for this test to mean anything"
+    );
+    let servers: Vec<String> = c.smembers(format!("{PREFIX}:servers")).await.unwrap();
+    assert!(servers.contains(&a.server_id().to_string()), "{servers:?}");
+    a.shutdown().await;
+}

@@ -41,7 +41,9 @@ fn load(args: &ConfigArgs) -> Result<Effective> {
     Effective::load(args.config.as_deref(), &args.overrides())
 }
 
-fn build(
+/// Builds the server (on the async runtime: aspects' sources are set up
+/// there).
+async fn build(
     components: Vec<Arc<dyn Component>>,
     eff: &Effective,
     hub: Option<ws_core::Hub>,
@@ -54,8 +56,17 @@ fn build(
         builder = builder.component_arc(c);
     }
     builder
-        .build()
+        .build_async()
+        .await
         .with_context(|| format!("cannot set up the server ({})", eff.source))
+}
+
+/// A small runtime for commands that only build (no serving).
+fn small_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn route_table(routes: &[RouteInfo]) -> String {
@@ -97,8 +108,15 @@ fn policy_summary(r: &RouteInfo) -> String {
     } else {
         r.allowed_origins.join(",")
     };
+    let mut auth = String::new();
+    if !r.require.is_empty() {
+        auth.push_str(&format!(" require={}", r.require.join(",")));
+    }
+    if !r.require_groups.is_empty() {
+        auth.push_str(&format!(" require_groups={}", r.require_groups.join(",")));
+    }
     format!(
-        "{}origins={origins}{} msgs/s={} max_message={}KiB max_frame={}KiB max_connections={}",
+        "{}origins={origins}{} msgs/s={} max_message={}KiB max_frame={}KiB max_connections={}{auth}",
         if r.has_policy { "[[route]] " } else { "" },
         if r.require_origin { " (required)" } else { "" },
         limit(r.max_messages_per_second.into()),
@@ -116,7 +134,7 @@ fn policy_summary(r: &RouteInfo) -> String {
 pub(crate) fn routes(components: Vec<Arc<dyn Component>>, args: &RoutesArgs) -> ExitCode {
     finish((|| {
         let eff = load(&args.config)?;
-        let server = build(components, &eff, None)?;
+        let server = small_runtime()?.block_on(build(components, &eff, None))?;
         let routes = server.routes();
         if args.json {
             let items: Vec<RouteEntry> = routes.iter().map(RouteEntry::from).collect();
@@ -135,8 +153,14 @@ pub(crate) fn routes(components: Vec<Arc<dyn Component>>, args: &RoutesArgs) -> 
 pub(crate) fn check_config(args: &ConfigArgs) -> ExitCode {
     finish((|| {
         let eff = load(args)?;
+        // Key files, environment variables, URLs and templates of the
+        // aspects; no session store is contacted.
+        small_runtime()?.block_on(eff.check_aspects())?;
         let mut shown = eff.file.clone();
         shown.server.state_dir = Some(eff.state_dir());
+        if !shown.admin.key.is_empty() {
+            shown.admin.key = "<redacted>".to_owned();
+        }
         let text = toml::to_string_pretty(&shown).map_err(anyhow::Error::from)?;
         println!("# configuration in force ({}); valid\n{text}", eff.source);
         Ok(())
@@ -179,7 +203,8 @@ async fn serve(
         components,
         eff,
         broker.as_ref().map(ws_broker::RedisHub::hub),
-    )?;
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -235,6 +260,15 @@ async fn serve(
     };
     if let Some(b) = &broker {
         tracing::info!(status = %b.status(), "Redis broker connected");
+    }
+    for a in &eff.file.aspect {
+        tracing::info!(
+            aspect = %a.config.name,
+            source = a.config.source.kind(),
+            on_error = ?a.config.on_error,
+            on_end = %a.on_end,
+            "authentication aspect"
+        );
     }
     tracing::info!(address = %local, pid = std::process::id(), info_file = %info_file.path().display(), "listening");
     let result = server

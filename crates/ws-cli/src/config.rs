@@ -34,6 +34,76 @@ pub struct FileConfig {
     pub admin: AdminSection,
     /// `[broker]`: channels in-process, or across servers through Redis.
     pub broker: ws_broker::BrokerConfig,
+    /// `[[aspect]]`: who is on each connection (authentication).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aspect: Vec<AspectSection>,
+}
+
+/// One `[[aspect]]` table: the `ws-auth` aspect configuration
+/// ([`ws_auth::AspectConfig`]: `name`, `credential`, `on_error`,
+/// `revalidate_every` and one source table) plus the runtime's `on_end`
+/// (`"close"`, the default, or `"downgrade"`).
+///
+/// Errors inside the table are reported with the aspect's name. Secrets
+/// (store URLs, HMAC keys) serialize as `<redacted>`, so `check-config`
+/// shows none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AspectSection {
+    /// `on_end`: what ending a session does to an open connection.
+    pub on_end: ws_runtime::OnSessionEnd,
+    /// Everything else.
+    pub config: ws_auth::AspectConfig,
+}
+
+impl Serialize for AspectSection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut table = match toml::Value::try_from(&self.config).map_err(S::Error::custom)? {
+            toml::Value::Table(t) => t,
+            _ => return Err(S::Error::custom("an aspect serializes as a table")),
+        };
+        // Next to the other keys of the aspect, before its source table.
+        let mut out = toml::Table::new();
+        let source = ["jwt", "redis", "sql", "http"];
+        for (k, v) in table.iter().filter(|(k, _)| !source.contains(&k.as_str())) {
+            out.insert(k.clone(), v.clone());
+        }
+        out.insert(
+            "on_end".to_owned(),
+            toml::Value::String(self.on_end.as_str().to_owned()),
+        );
+        for k in source {
+            if let Some(v) = table.remove(k) {
+                out.insert(k.to_owned(), v);
+            }
+        }
+        out.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AspectSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let name = match table.get("name") {
+            Some(toml::Value::String(n)) => format!("aspect `{n}`"),
+            _ => "an [[aspect]] table".to_owned(),
+        };
+        let on_end = match table.remove("on_end") {
+            None => ws_runtime::OnSessionEnd::default(),
+            Some(toml::Value::String(v)) => v.parse().map_err(|e: ws_runtime::ConfigError| {
+                D::Error::custom(format!("{name}: on_end {}", e.reason))
+            })?,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "{name}: on_end must be \"close\" or \"downgrade\", got {other}"
+                )));
+            }
+        };
+        let config = ws_auth::AspectConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| D::Error::custom(format!("{name}: {}", e.to_string().trim_end())))?;
+        Ok(Self { on_end, config })
+    }
 }
 
 /// `[tls]`.
@@ -73,6 +143,13 @@ pub struct RouteSection {
     /// Open connections on this route.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Aspects that must be logged in (401 otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<String>,
+    /// Groups, one of which a required aspect's user must be in (403
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_groups: Vec<String>,
 }
 
 /// `[admin]`.
@@ -475,8 +552,16 @@ impl Effective {
                 p.max_message_size = r.max_message_size_in_kb.map(|k| k as usize * 1024);
                 p.max_frame_size = r.max_frame_size_in_kb.map(|k| k as usize * 1024);
                 p.max_connections = r.max_connections;
+                p.require = r.require.clone();
+                p.require_groups = r.require_groups.clone();
                 p
             })
+            .collect();
+        c.aspects = self
+            .file
+            .aspect
+            .iter()
+            .map(|a| ws_runtime::AspectSettings::new(a.config.clone()).on_end(a.on_end))
             .collect();
         if let Err(e) = c.validate() {
             match &e.route {
@@ -493,6 +578,22 @@ impl Effective {
             bail!("{}: `server.route_prefix`: {e}", self.source);
         }
         Ok(c)
+    }
+
+    /// Checks every `[[aspect]]` as the server will use it: key files,
+    /// environment variables, URLs and templates (no session store is
+    /// contacted). Must run on a Tokio runtime.
+    ///
+    /// # Errors
+    /// The first aspect that cannot work, naming the file, the aspect and
+    /// the key.
+    pub async fn check_aspects(&self) -> Result<()> {
+        let configs: Vec<ws_auth::AspectConfig> =
+            self.file.aspect.iter().map(|a| a.config.clone()).collect();
+        if let Err(e) = ws_auth::Authenticator::new(&configs).await {
+            bail!("{}: {e}", self.source);
+        }
+        Ok(())
     }
 
     /// The state directory: configured, or `$XDG_RUNTIME_DIR/ws-provider`,
@@ -551,12 +652,14 @@ mod tests {
                 };
                 if matches!(v, toml::Value::Table(_)) {
                     keys(v, &path, out);
-                } else if let Some(first) = v
+                } else if let Some(tables) = v
                     .as_array()
-                    .and_then(|a| a.first())
-                    .filter(|f| f.is_table())
+                    .filter(|a| a.first().is_some_and(toml::Value::is_table))
                 {
-                    keys(first, &path, out);
+                    // Arrays of tables: the keys of every element.
+                    for t in tables {
+                        keys(t, &path, out);
+                    }
                 } else {
                     out.push(path);
                 }
@@ -573,6 +676,7 @@ mod tests {
         expected.tls = parsed.tls.clone();
         expected.broker.redis_url = parsed.broker.redis_url.clone();
         expected.route = parsed.route.clone();
+        expected.aspect = parsed.aspect.clone();
         assert_eq!(parsed, expected, "the example must show the defaults");
         // Every key the code knows is written in the example.
         let mut known = Vec::new();
@@ -592,7 +696,10 @@ mod tests {
             max_message_size_in_kb: Some(1),
             max_frame_size_in_kb: Some(1),
             max_connections: Some(1),
+            require: vec!["a".into()],
+            require_groups: vec!["g".into()],
         }];
+        all.aspect = every_aspect_key();
         keys(&toml::Value::try_from(&all).unwrap(), "", &mut known);
         let mut documented = Vec::new();
         // Commented-out settings (`# key = value`, `# [table]`) count as
@@ -611,12 +718,203 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         keys(&toml::from_str(&uncommented).unwrap(), "", &mut documented);
+        // The commented examples are valid once uncommented.
+        let examples = parse(&uncommented).expect("the commented examples parse");
+        assert_eq!(examples.aspect.len(), 5, "one example per aspect kind");
         for k in &known {
             assert!(
                 documented.contains(k),
                 "`{k}` is not documented in websocket.example.toml"
             );
         }
+    }
+
+    /// One aspect per source, every key set, every credential form used.
+    fn every_aspect_key() -> Vec<AspectSection> {
+        use ws_auth::{
+            AspectConfig, Credential, FieldMap, HttpConfig, HttpMethod, JwtAlgorithm, JwtConfig,
+            OnError, RecordFormat, RedisConfig, Secret, SessionHash, SourceConfig, SqlConfig,
+        };
+        let d = Duration::from_secs(1);
+        let fields = FieldMap {
+            id: Some("id".into()),
+            username: Some("u".into()),
+            groups: Some("g".into()),
+            expires_at: Some("e".into()),
+            properties: Some(vec!["p".into()]),
+        };
+        let aspect = |credential, source| AspectSection {
+            on_end: ws_runtime::OnSessionEnd::Downgrade,
+            config: AspectConfig {
+                name: "a".into(),
+                credential,
+                on_error: OnError::Reject,
+                revalidate_every: Some(d),
+                source,
+            },
+        };
+        vec![
+            aspect(
+                Credential::Cookie("c".into()),
+                SourceConfig::Jwt(JwtConfig {
+                    algorithm: JwtAlgorithm::HS256,
+                    key_file: Some("k".into()),
+                    key_env: Some("K".into()),
+                    leeway: d,
+                    issuer: Some("i".into()),
+                    audience: Some("a".into()),
+                    require_exp: true,
+                    claims: FieldMap {
+                        expires_at: None,
+                        ..fields.clone()
+                    },
+                }),
+            ),
+            aspect(
+                Credential::Query("q".into()),
+                SourceConfig::Redis(RedisConfig {
+                    url: Some(Secret::new("redis://x")),
+                    url_env: Some("U".into()),
+                    key: "sess:{id}".into(),
+                    format: RecordFormat::Hash,
+                    timeout: d,
+                    fields: fields.clone(),
+                }),
+            ),
+            aspect(
+                Credential::Protocol {
+                    prefix: "t.".into(),
+                },
+                SourceConfig::Sql(SqlConfig {
+                    url: Some(Secret::new("sqlite://x")),
+                    url_env: Some("U".into()),
+                    query: "SELECT 1".into(),
+                    hash: SessionHash::HmacSha256,
+                    secret: Some(Secret::new("s")),
+                    secret_env: Some("S".into()),
+                    timeout: d,
+                    max_connections: 1,
+                    fields: fields.clone(),
+                }),
+            ),
+            aspect(
+                Credential::Bearer,
+                SourceConfig::Http(HttpConfig {
+                    url: "http://x".into(),
+                    method: HttpMethod::POST,
+                    forward_cookies: false,
+                    forward_headers: vec!["h".into()],
+                    timeout: d,
+                    cache_ttl: d,
+                    cache_size: 1,
+                    ca_file: Some("ca".into()),
+                    fields,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn aspects_parse_with_on_end_and_print_redacted() {
+        let text = r#"
+[[aspect]]
+name = "frontend.user"
+credential = { cookie = "fe_typo_user" }
+revalidate_every = "30s"
+on_end = "downgrade"
+[aspect.redis]
+url = "redis://:hunter2@127.0.0.1:6379"
+
+[[aspect]]
+name = "backend.user"
+credential = "bearer"
+[aspect.jwt]
+algorithm = "HS256"
+key_env = "WS_TEST_JWT_SECRET"
+"#;
+        let f = parse(text).unwrap();
+        assert_eq!(f.aspect.len(), 2);
+        assert_eq!(f.aspect[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
+        assert_eq!(f.aspect[1].on_end, ws_runtime::OnSessionEnd::Close);
+        assert_eq!(f.aspect[0].config.name, "frontend.user");
+        let eff = Effective {
+            file: f.clone(),
+            source: Source::Defaults,
+        };
+        let rt = eff.server_config().unwrap();
+        assert_eq!(rt.aspects.len(), 2);
+        assert_eq!(rt.aspects[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
+        // Printed (check-config): the password is redacted, on_end shown.
+        let printed = toml::to_string_pretty(&f).unwrap();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(printed.contains("on_end = \"downgrade\""), "{printed}");
+        // What is printed parses again (secrets aside).
+        let again = parse(&printed).unwrap();
+        assert_eq!(again.aspect[1], f.aspect[1]);
+    }
+
+    #[test]
+    fn aspect_errors_name_the_aspect_and_key() {
+        let base = "[[aspect]]\nname = \"fe\"\ncredential = \"bearer\"\n";
+        let jwt = "[aspect.jwt]\nalgorithm = \"HS256\"\nkey_env = \"K\"\n";
+        let e = parse(&format!("{base}on_end = \"logout\"\n{jwt}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("aspect `fe`") && e.contains("on_end") && e.contains("logout"),
+            "{e}"
+        );
+        let e = parse(&format!("{base}revalidate = \"1s\"\n{jwt}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aspect `fe`") && e.contains("revalidate"), "{e}");
+        let e = parse(base).unwrap_err().to_string();
+        assert!(e.contains("fe") && e.contains("source"), "{e}");
+        let e = parse(&format!("{base}{jwt}algorithm2 = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aspect `fe`") && e.contains("algorithm2"), "{e}");
+        // A route requiring an aspect that is not configured.
+        let e = Effective {
+            file: parse("[[route]]\npath = \"/x\"\nrequire = [\"fe\"]\n").unwrap(),
+            source: Source::File("w.toml".into()),
+        }
+        .server_config()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("w.toml") && e.contains("route.require") && e.contains("\"fe\""),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn check_aspects_names_file_aspect_and_key() {
+        let file = parse(
+            "[[aspect]]\nname = \"fe\"\ncredential = \"bearer\"\n\
+             [aspect.jwt]\nalgorithm = \"HS256\"\nkey_file = \"/nonexistent/secret\"\n",
+        )
+        .unwrap();
+        let eff = Effective {
+            file,
+            source: Source::File("w.toml".into()),
+        };
+        let e = format!("{:#}", eff.check_aspects().await.unwrap_err());
+        assert!(
+            e.contains("w.toml")
+                && e.contains("aspect `fe`")
+                && e.contains("jwt.key_file")
+                && e.contains("/nonexistent/secret"),
+            "{e}"
+        );
+        Effective {
+            file: FileConfig::default(),
+            source: Source::Defaults,
+        }
+        .check_aspects()
+        .await
+        .unwrap();
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub struct PolicyEntry {
     pub max_frame_size: usize,
     /// The route's own connection cap (0: none).
     pub max_connections: u32,
+    /// Aspects that must be logged in (`require`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<String>,
+    /// Groups, one of which is required (`require_groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_groups: Vec<String>,
 }
 
 impl From<&ws_runtime::RouteInfo> for RouteEntry {
@@ -68,6 +74,8 @@ impl From<&ws_runtime::RouteInfo> for RouteEntry {
                 max_message_size: r.max_message_size,
                 max_frame_size: r.max_frame_size,
                 max_connections: r.max_connections,
+                require: r.require.clone(),
+                require_groups: r.require_groups.clone(),
             },
         }
     }

@@ -6,130 +6,14 @@
 //! names a Python with the `websockets` package for a second, foreign client
 //! (required under `CI=true`).
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Running, TempDir, cli, stderr, stdout};
 use tokio_tungstenite::tungstenite::Message;
-
-fn bin() -> PathBuf {
-    std::env::var_os("WS_CLI_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ws-cli")))
-}
-
-/// A temporary state directory, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ws-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn cli(state: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .env_remove("WS_CONFIG")
-        .env_remove("WS_PORT")
-        .output()
-        .expect("run ws-cli")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A `ws-cli start` child; killed if the test fails before stopping it.
-struct Running {
-    child: Option<Child>,
-    addr: SocketAddr,
-    pid: u32,
-}
-
-impl Running {
-    fn start(state: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin())
-            .args(["start", "--host", "127.0.0.1", "--port", "0", "--state-dir"])
-            .arg(state)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ws-cli start");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("a first line").expect("readable");
-        // "WebSocket server running on ADDR with pid PID"
-        let words: Vec<&str> = first.split_whitespace().collect();
-        assert_eq!(
-            &words[..4],
-            ["WebSocket", "server", "running", "on"],
-            "{first}"
-        );
-        let addr: SocketAddr = words[4].parse().unwrap();
-        let pid: u32 = words[7].parse().unwrap();
-        assert_eq!(pid, child.id());
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child: Some(child),
-            addr,
-            pid,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    /// Waits for the process to exit; its exit code.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("pid {} did not exit within {limit:?}", self.pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -109,6 +109,10 @@ pub struct ServerConfig {
     pub tls: Option<TlsSettings>,
     /// `[[route]]`: per-route overrides, keyed by route path.
     pub routes: Vec<RoutePolicy>,
+    /// `[[aspect]]`: who is on each connection (see [`AspectSettings`]).
+    /// Empty (the default): no authentication stage at all, and components
+    /// see no aspect (every `conn.aspect(name)` is anonymous).
+    pub aspects: Vec<AspectSettings>,
 }
 
 impl Default for ServerConfig {
@@ -142,6 +146,7 @@ impl Default for ServerConfig {
             require_origin: false,
             tls: None,
             routes: Vec::new(),
+            aspects: Vec::new(),
         }
     }
 }
@@ -261,6 +266,16 @@ pub struct RoutePolicy {
     /// `max_connections`: open connections on this route (0: no route-level
     /// cap). The server-wide limits still apply on top.
     pub max_connections: Option<u32>,
+    /// `require`: aspects (by name, each configured in `[[aspect]]`) that
+    /// must all be logged in on this route. A handshake where any of them is
+    /// anonymous is refused with 401 before the upgrade, naming the aspect.
+    /// Empty (the default): anonymous visitors are welcome.
+    pub require: Vec<String>,
+    /// `require_groups`: groups, any one of which the user must be in, in
+    /// any of the `require`d aspects (so with one required aspect: "the user
+    /// is in at least one of these groups"). Otherwise 403 before the
+    /// upgrade. Needs `require`. Empty (the default): no group check.
+    pub require_groups: Vec<String>,
 }
 
 impl RoutePolicy {
@@ -269,6 +284,104 @@ impl RoutePolicy {
         Self {
             path: path.into(),
             ..Self::default()
+        }
+    }
+}
+
+/// One `[[aspect]]` table as the runtime takes it: the aspect's
+/// configuration for `ws-auth` plus what the runtime does when a session of
+/// it ends while the connection is open.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct AspectSettings {
+    /// The aspect: name, credential, source, `on_error`,
+    /// `revalidate_every` (checked by [`ws_auth::Authenticator::new`] when
+    /// the server is built).
+    pub auth: ws_auth::AspectConfig,
+    /// `on_end`: what ending the session (logout, deletion, expiry) does to
+    /// an open connection.
+    pub on_end: OnSessionEnd,
+}
+
+impl AspectSettings {
+    /// The aspect `auth`, closing connections when its session ends.
+    pub fn new(auth: ws_auth::AspectConfig) -> Self {
+        Self {
+            auth,
+            on_end: OnSessionEnd::default(),
+        }
+    }
+
+    /// Sets `on_end`.
+    #[must_use]
+    pub fn on_end(mut self, on_end: OnSessionEnd) -> Self {
+        self.on_end = on_end;
+        self
+    }
+
+    /// The aspect's name.
+    pub fn name(&self) -> &str {
+        &self.auth.name
+    }
+}
+
+impl From<ws_auth::AspectConfig> for AspectSettings {
+    fn from(auth: ws_auth::AspectConfig) -> Self {
+        Self::new(auth)
+    }
+}
+
+/// What happens to an open connection when a session of one of its aspects
+/// ends (the revalidation finds it logged out, deleted or expired; a JWT
+/// reaches its `exp`). Config key `on_end` of an `[[aspect]]`.
+///
+/// Either way a source that fails during revalidation under
+/// `on_error = "reject"` closes the connection with 1013 (try again later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnSessionEnd {
+    /// `"close"` (default): the connection is closed with 1008 (policy
+    /// violation) and the reason `session ended`.
+    #[default]
+    Close,
+    /// `"downgrade"`: the connection stays open; the aspect becomes
+    /// anonymous ([`Connection::set_aspect`](ws_core::Connection::set_aspect))
+    /// and the component is told through
+    /// [`Component::on_aspect_change`](ws_core::Component::on_aspect_change).
+    /// Route requirements (`require`) are checked at the handshake only: a
+    /// component on a route that requires the aspect should close the
+    /// connection itself if it must not serve anonymous visitors.
+    Downgrade,
+}
+
+impl OnSessionEnd {
+    /// The value as written in the configuration: `close` or `downgrade`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Close => "close",
+            Self::Downgrade => "downgrade",
+        }
+    }
+}
+
+impl fmt::Display for OnSessionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OnSessionEnd {
+    type Err = ConfigError;
+
+    /// `"close"` or `"downgrade"`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "close" => Ok(Self::Close),
+            "downgrade" => Ok(Self::Downgrade),
+            _ => Err(ConfigError::new(
+                "on_end",
+                format!("must be \"close\" or \"downgrade\", got {s:?}"),
+            )),
         }
     }
 }
@@ -426,6 +539,42 @@ impl ServerConfig {
                 OriginPolicy::parse(origins, false)
                     .map_err(|e| e.within_route(Some(&route.path)))?;
             }
+            self.check_requirement(route)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a route's `require` and `require_groups` against the
+    /// configured aspects.
+    fn check_requirement(&self, route: &RoutePolicy) -> Result<(), ConfigError> {
+        let in_route = |key, reason: String| ConfigError::in_route(route.path.clone(), key, reason);
+        for name in &route.require {
+            if !self.aspects.iter().any(|a| a.name() == name) {
+                let names: Vec<&str> = self.aspects.iter().map(AspectSettings::name).collect();
+                return Err(in_route(
+                    "require",
+                    format!(
+                        "names the aspect {name:?}, which is not configured; the aspects are: {}",
+                        if names.is_empty() {
+                            "(none; add an [[aspect]] table)".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        if !route.require_groups.is_empty() && route.require.is_empty() {
+            return Err(in_route(
+                "require_groups",
+                "needs `require`: the aspects whose groups are checked".to_owned(),
+            ));
+        }
+        if route.require_groups.iter().any(|g| g.trim().is_empty()) {
+            return Err(in_route(
+                "require_groups",
+                "a group name must not be empty".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -541,6 +690,51 @@ mod tests {
             (e.key, e.route.as_deref()),
             ("allowed_origins", Some("/chat"))
         );
+    }
+
+    #[test]
+    fn requirements_name_configured_aspects() {
+        let mut route = RoutePolicy::new("/chat");
+        route.require = vec!["frontend.user".into()];
+        let mut c = ServerConfig {
+            routes: vec![route],
+            ..ServerConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!((e.key, e.route.as_deref()), ("require", Some("/chat")));
+        assert!(e.reason.contains("frontend.user"), "{e}");
+        c.aspects
+            .push(AspectSettings::new(ws_auth::AspectConfig::new(
+                "frontend.user",
+                ws_auth::Credential::Bearer,
+                ws_auth::SourceConfig::Jwt(ws_auth::JwtConfig::new(
+                    ws_auth::JwtAlgorithm::HS256,
+                    "/nonexistent",
+                )),
+            )));
+        c.validate().unwrap();
+        c.routes[0].require_groups = vec![String::new()];
+        assert_eq!(c.validate().unwrap_err().key, "require_groups");
+        c.routes[0].require.clear();
+        c.routes[0].require_groups = vec!["editors".into()];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "require_groups");
+        assert!(e.reason.contains("needs `require`"), "{e}");
+    }
+
+    #[test]
+    fn on_end_parses() {
+        assert_eq!(
+            "close".parse::<OnSessionEnd>().unwrap(),
+            OnSessionEnd::Close
+        );
+        assert_eq!(
+            "downgrade".parse::<OnSessionEnd>().unwrap(),
+            OnSessionEnd::Downgrade
+        );
+        let e = "logout".parse::<OnSessionEnd>().unwrap_err();
+        assert_eq!(e.key, "on_end");
+        assert!(e.reason.contains("\"logout\""), "{e}");
     }
 
     #[test]

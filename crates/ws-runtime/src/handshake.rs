@@ -152,15 +152,19 @@ pub(crate) fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &st
         .filter(|p| !p.is_empty())
 }
 
-/// The first of `supported` (server preference) that the client offers.
+/// The first of `supported` (server preference) that the client offers,
+/// ignoring offered entries for which `skip` holds (credentials carried as
+/// a subprotocol entry: never chosen, never echoed back).
 pub(crate) fn choose_protocol<'a, S: AsRef<str>>(
     supported: &'a [S],
     headers: &HeaderMap,
+    skip: impl Fn(&str) -> bool,
 ) -> Option<&'a str> {
-    supported
-        .iter()
-        .map(AsRef::as_ref)
-        .find(|s| offered_protocols(headers).any(|o| o == *s))
+    supported.iter().map(AsRef::as_ref).find(|s| {
+        offered_protocols(headers)
+            .filter(|o| !skip(o))
+            .any(|o| o == *s)
+    })
 }
 
 /// The 101 answer.
@@ -263,8 +267,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("sec-websocket-protocol", HeaderValue::from_static("a, b"));
         h.append("sec-websocket-protocol", HeaderValue::from_static("c"));
-        assert_eq!(choose_protocol(&["c", "b"], &h), Some("c"));
-        assert_eq!(choose_protocol(&["x"], &h), None);
-        assert_eq!(choose_protocol::<&str>(&[], &h), None);
+        let none = |_: &str| false;
+        assert_eq!(choose_protocol(&["c", "b"], &h, none), Some("c"));
+        assert_eq!(choose_protocol(&["x"], &h, none), None);
+        assert_eq!(choose_protocol::<&str>(&[], &h, none), None);
+    }
+
+    #[test]
+    fn credential_entries_are_never_chosen() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("bearer.abc, chat"),
+        );
+        let skip = |p: &str| p.starts_with("bearer.");
+        assert_eq!(
+            choose_protocol(&["bearer.abc", "chat"], &h, skip),
+            Some("chat")
+        );
+        assert_eq!(choose_protocol(&["bearer.abc"], &h, skip), None);
     }
 }

@@ -17,7 +17,10 @@
 //! 2. origin check (`allowed_origins`, `require_origin`) → 403;
 //! 3. connection limits (`max_connections`, `max_connections_per_address`,
 //!    `max_connections_per_address_per_second`) → 429 with `Retry-After`;
-//! 4. authentication (to come);
+//! 4. authentication, when `[[aspect]]`s are configured
+//!    ([`ServerConfig::aspects`], [`AspectSettings`]): every aspect resolved
+//!    by `ws-auth` → 503 when a source configured `on_error = "reject"`
+//!    fails; the route's `require` → 401, `require_groups` → 403;
 //! 5. the user's own layers;
 //! 6. the route (→ 404), the route's own `max_connections` (→ 429), the 101.
 //!
@@ -25,6 +28,18 @@
 //! session ends, whatever ends it; refused handshakes release it at once.
 //! Over `max_messages_per_second`, a connection is closed with 1008.
 //! Settings can differ per route (`[[route]]`, [`RoutePolicy`]).
+//!
+//! The aspects resolved at the handshake are the connection's
+//! (`conn.aspect("frontend.user")`), every configured one present, anonymous
+//! where nobody is logged in. While the connection is open, each logged-in
+//! session that can end is re-checked (`revalidate_every`, a known expiry;
+//! a JWT at its `exp` without polling): when it has ended, the connection is
+//! closed with 1008 `session ended`, or under `on_end = "downgrade"` the
+//! aspect becomes anonymous and the component's `on_aspect_change` is
+//! called; a changed user (groups, expiry) is applied the same way. A
+//! credential offered as a `Sec-WebSocket-Protocol` entry is never chosen as
+//! the subprotocol. A server with aspects is built with
+//! [`ServerBuilder::build_async`].
 //!
 //! ```no_run
 //! use ws_core::{component_fn, Connection, Message};
@@ -47,6 +62,7 @@
 //! ```
 
 mod admin;
+mod auth;
 mod client_addr;
 mod config;
 mod convert;
@@ -61,7 +77,10 @@ mod tasks;
 mod tls;
 
 pub use admin::{AdminConfig, serve_admin};
-pub use config::{ConfigError, ForwardedHeader, RoutePolicy, ServerConfig, TlsSettings};
+pub use config::{
+    AspectSettings, ConfigError, ForwardedHeader, OnSessionEnd, RoutePolicy, ServerConfig,
+    TlsSettings,
+};
 pub use pipeline::{
     ClientAddr, ClientCertificates, HandshakeFn, HandshakeFnService, HandshakeRequest,
     HandshakeResponse, HandshakeService, Next, PeerAddr, handshake_fn, refusal,
@@ -71,3 +90,6 @@ pub use server::{BuildError, Server, ServerBuilder, shutdown_signal};
 pub use tls::TlsError;
 /// The tower version the handshake pipeline is built on, for writing layers.
 pub use tower;
+/// The authentication crate whose [`AspectConfig`](ws_auth::AspectConfig)
+/// [`AspectSettings`] wraps.
+pub use ws_auth;

@@ -11,8 +11,11 @@
 //! 2. **origin**: `allowed_origins` of the route (or the server) → 403;
 //! 3. **limiter**: `max_connections`, `max_connections_per_address`,
 //!    `max_connections_per_address_per_second` → 429 with `Retry-After`;
-//! 4. *(authentication: the next stage to come, between the limiter and the
-//!    user's layers)*;
+//! 4. **authentication** (only when `[[aspect]]`s are configured, and only
+//!    for a path that matches a route): every aspect is resolved; a failing
+//!    source configured `on_error = "reject"` → 503; the route's `require`
+//!    → 401, `require_groups` → 403. The resolved [`ws_core::Aspects`] go
+//!    into the request's extensions, where later layers can read them;
 //! 5. **the user's layers**, added with
 //!    [`ServerBuilder::layer`](crate::ServerBuilder::layer), first added
 //!    outermost;
@@ -47,8 +50,11 @@ use crate::client_addr::ClientAddrResolver;
 /// A WebSocket upgrade request on its way through the handshake pipeline.
 ///
 /// The headers are the client's; the extensions carry what earlier stages
-/// learnt: [`PeerAddr`], [`ClientAddr`] and, with mutual TLS,
-/// [`ClientCertificates`].
+/// learnt: [`PeerAddr`], [`ClientAddr`], with mutual TLS
+/// [`ClientCertificates`], and with `[[aspect]]`s configured the resolved
+/// [`ws_core::Aspects`]. Whatever `Aspects` the request carries when it
+/// reaches the upgrade become the connection's (so a layer of one's own can
+/// authenticate when no aspect is configured).
 pub type HandshakeRequest = Request<()>;
 
 /// The answer to a handshake: the `101` from the end of the pipeline, or a
@@ -298,7 +304,7 @@ impl HeldPermits {
 }
 
 /// Wraps `inner` in a stage made of `f`.
-fn stage<F, Fut>(inner: HandshakeService, f: F) -> HandshakeService
+pub(crate) fn stage<F, Fut>(inner: HandshakeService, f: F) -> HandshakeService
 where
     F: Fn(HandshakeRequest, Next) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = HandshakeResponse> + Send + 'static,

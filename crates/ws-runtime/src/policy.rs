@@ -9,6 +9,7 @@ use ws_core::Component;
 use ws_ratelimit::{ConnectionLimiter, ConnectionLimits};
 use ws_routing::RouteTable;
 
+use crate::auth::Requirement;
 use crate::config::{ConfigError, RoutePolicy, ServerConfig};
 use crate::origin::OriginPolicy;
 
@@ -35,6 +36,11 @@ pub struct RouteInfo {
     /// The route's own cap on open connections (0: none; the server-wide
     /// limits apply in any case).
     pub max_connections: u32,
+    /// Aspects that must be logged in (`require`; 401 otherwise).
+    pub require: Vec<String>,
+    /// Groups, one of which a required aspect's user must be in
+    /// (`require_groups`; 403 otherwise).
+    pub require_groups: Vec<String>,
 }
 
 /// A route as the server runs it.
@@ -44,6 +50,8 @@ pub(crate) struct MountedRoute {
     /// The route's own `max_connections`, if it has one.
     pub(crate) limiter: Option<ConnectionLimiter>,
     pub(crate) ws_config: WebSocketConfig,
+    /// What the authentication stage enforces on this route.
+    pub(crate) requirement: Arc<Requirement>,
     pub(crate) info: RouteInfo,
 }
 
@@ -147,6 +155,11 @@ pub(crate) fn mount(
             origin,
             limiter,
             ws_config: ws_config(config, max_message_size, max_frame_size),
+            requirement: Arc::new(Requirement {
+                route: route.path().to_owned(),
+                aspects: policy.require.clone(),
+                groups: policy.require_groups.clone(),
+            }),
             info: RouteInfo {
                 path: route.path().to_owned(),
                 component: route.component().to_owned(),
@@ -159,6 +172,8 @@ pub(crate) fn mount(
                 max_message_size,
                 max_frame_size,
                 max_connections,
+                require: policy.require.clone(),
+                require_groups: policy.require_groups.clone(),
             },
         });
     }

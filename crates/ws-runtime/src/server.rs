@@ -21,10 +21,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt as _};
-use ws_core::{BoxError, Component, Connection, HandshakeInfo, Hub, LocalHub, ServerContext};
+use ws_core::{
+    Aspects, BoxError, Component, Connection, HandshakeInfo, Hub, LocalHub, ServerContext,
+};
 use ws_ratelimit::{AddressMessageLimiter, ConnectionLimiter, ConnectionPermit, LimitError};
 use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
 
+use crate::auth::{self, Auth, HeldRevalidators};
 use crate::client_addr::{ClientAddrResolver, TrustedProxies};
 use crate::config::{ConfigError, ServerConfig};
 use crate::handshake::{self, Answer, Kind};
@@ -52,6 +55,19 @@ pub enum BuildError {
     /// A TLS file is missing, unreadable or does not fit.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// An `[[aspect]]` cannot work (a missing key file, an unset
+    /// environment variable, a bad URL, …); the error names the aspect and
+    /// the key.
+    #[error(transparent)]
+    Aspect(#[from] ws_auth::ConfigError),
+    /// Aspects are configured but the server was built with
+    /// [`ServerBuilder::build`]: their sources are set up on the async
+    /// runtime, by [`ServerBuilder::build_async`].
+    #[error(
+        "{0} aspect(s) configured ([[aspect]]): build the server with \
+         `ServerBuilder::build_async` (their sources are set up on the async runtime)"
+    )]
+    AspectsNeedAsyncBuild(usize),
 }
 
 /// Collects components, settings and handshake layers;
@@ -151,12 +167,39 @@ impl ServerBuilder {
     /// Checks the settings, builds the route table, resolves the `[[route]]`
     /// entries, loads the TLS files and assembles the handshake pipeline.
     ///
+    /// For a server without `[[aspect]]`s; with aspects, use
+    /// [`build_async`](Self::build_async).
+    ///
     /// # Errors
     /// A setting out of range, an invalid route, two components on
     /// conflicting routes (the error names both), a `[[route]]` entry naming
     /// no route, or a TLS file that is missing, unreadable or mismatched
-    /// (the error names the file).
+    /// (the error names the file); [`BuildError::AspectsNeedAsyncBuild`]
+    /// when aspects are configured.
     pub fn build(self) -> Result<Server, BuildError> {
+        if !self.config.aspects.is_empty() {
+            return Err(BuildError::AspectsNeedAsyncBuild(self.config.aspects.len()));
+        }
+        self.build_with(None)
+    }
+
+    /// Does what [`build`](Self::build) does and also sets up the
+    /// `[[aspect]]`s ([`ServerConfig::aspects`]): reads their key files and
+    /// environment variables, parses their URLs and templates, prepares
+    /// (lazy) connection pools. Connects to no session store: one that is
+    /// down is handled per handshake, by the aspect's `on_error`. Must run
+    /// on a Tokio runtime.
+    ///
+    /// # Errors
+    /// What `build` reports, and [`BuildError::Aspect`] for an aspect that
+    /// cannot work, naming the aspect and the key (and file or variable).
+    pub async fn build_async(self) -> Result<Server, BuildError> {
+        self.config.validate()?;
+        let auth = Auth::new(&self.config.aspects).await?;
+        self.build_with(auth)
+    }
+
+    fn build_with(self, auth: Option<Arc<Auth>>) -> Result<Server, BuildError> {
         let config = self.config;
         let hub = self
             .hub
@@ -203,6 +246,7 @@ impl ServerBuilder {
             address_messages,
             tls,
             hub,
+            auth,
             config,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -227,8 +271,18 @@ fn assemble(
     for layer in layers.into_iter().rev() {
         service = layer(service);
     }
-    // 4. authentication (aspects, per-route requirement) goes here, so that
-    //    it runs after the limits and before the user's layers.
+    // 4. authentication (aspects, per-route requirement): after the limits,
+    //    so refused clients cost no session look-up; skipped entirely when
+    //    no aspect is configured.
+    if let Some(auth) = &shared.auth {
+        let for_path = Arc::clone(shared);
+        service = auth::stage(service, Arc::clone(auth), move |path: &str| {
+            for_path
+                .routes
+                .at(path)
+                .map(|found| Arc::clone(&for_path.mounted[*found.route.value()].requirement))
+        });
+    }
     // 3. connection limits.
     service = pipeline::limiter_stage(service, shared.limiter.clone());
     // 2. origin check, by the route's policy (the route is only looked up;
@@ -275,6 +329,8 @@ struct Shared {
     tls: Option<Tls>,
     /// Channels and presence: in-process, or a broker reaching other servers.
     hub: Hub,
+    /// The configured aspects; `None` when there is none (no auth stage).
+    auth: Option<Arc<Auth>>,
     /// Cancelled when shutdown starts: sessions close with 1001.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -632,20 +688,40 @@ fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse
         .get::<HeldPermits>()
         .map(HeldPermits::take)
         .unwrap_or_default();
+    let ext = req.extensions_mut();
+    // Put there by the auth stage (or by a user layer when no aspect is
+    // configured); every configured aspect is present either way.
+    let aspects = ext
+        .remove::<Aspects>()
+        .or_else(|| shared.auth.as_ref().map(|a| a.anonymous()))
+        .unwrap_or_default();
+    let revalidators = ext
+        .remove::<HeldRevalidators>()
+        .map(|h| h.take())
+        .unwrap_or_default();
     let supported = route.component.subprotocols();
-    let protocol = handshake::choose_protocol(&supported, req.headers()).map(str::to_owned);
+    let protocol = handshake::choose_protocol(&supported, req.headers(), |entry| {
+        shared
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.is_credential_protocol(entry))
+    })
+    .map(str::to_owned);
     let mut info = HandshakeInfo::new(client, path);
     info.query = req.uri().query().map(str::to_owned);
     info.route = found.route.path().to_owned();
     info.params = found.params;
     info.subprotocol = protocol;
     info.headers = std::mem::take(req.headers_mut());
+    info.aspects = aspects;
     let response = handshake::switching_protocols(&key, info.subprotocol.as_deref());
     let upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
     shared.tracker.spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => start_session(task_shared, upgraded, info, index, permits).await,
+            Ok(upgraded) => {
+                start_session(task_shared, upgraded, info, index, permits, revalidators).await;
+            }
             // The permits drop here: the places are released.
             Err(e) => tracing::debug!(%client, error = %e, "upgrade failed"),
         }
@@ -659,6 +735,7 @@ async fn start_session(
     info: HandshakeInfo,
     index: usize,
     permits: Vec<ConnectionPermit>,
+    revalidators: Vec<ws_auth::Revalidator>,
 ) {
     // Held until the session has ended, whatever ends it.
     let _permits = permits;
@@ -697,6 +774,11 @@ async fn start_session(
             .rate_for(client.ip(), std::time::Instant::now()),
         shared.config.max_messages_per_address_per_second,
     );
+    // Re-checks the sessions until the session ends (then dropped: aborted).
+    let watch = shared
+        .auth
+        .as_ref()
+        .and_then(|auth| auth::watch(auth, revalidators));
     shared.open.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
     session::run(
@@ -706,7 +788,10 @@ async fn start_session(
         Arc::clone(&route.component),
         shared.session.clone(),
         guard,
-        shared.shutdown.clone(),
+        session::Signals {
+            shutdown: shared.shutdown.clone(),
+            watch,
+        },
     )
     .await;
     shared.open.fetch_sub(1, Ordering::Relaxed);

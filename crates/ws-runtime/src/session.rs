@@ -22,10 +22,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
 use tokio_util::sync::CancellationToken;
 use ws_core::{
     BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Outbox,
-    Outgoing,
+    Outgoing, UserAspect,
 };
 use ws_ratelimit::{AddressMessageRate, MessageRate};
 
+use crate::auth::{AuthEvent, Watch};
 use crate::convert;
 
 /// Messages read in a row before queued output is written regardless.
@@ -158,6 +159,16 @@ fn close_for_error(err: &WsError) -> Option<CloseFrame> {
     }
 }
 
+/// What ends or changes a session from outside its socket.
+pub(crate) struct Signals {
+    /// Cancelled at shutdown: close with 1001.
+    pub(crate) shutdown: CancellationToken,
+    /// The re-checking of the connection's sessions (see [`crate::auth`]),
+    /// if it has any; dropped, which stops it, before `on_close`.
+    pub(crate) watch: Option<Watch>,
+}
+
+/// Runs one connection from `on_open` to `on_close`.
 pub(crate) async fn run<S>(
     mut ws: WebSocketStream<S>,
     conn: Connection,
@@ -165,7 +176,7 @@ pub(crate) async fn run<S>(
     component: Arc<dyn Component>,
     cfg: SessionConfig,
     mut guard: MessageGuard,
-    shutdown: CancellationToken,
+    mut signals: Signals,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -187,11 +198,12 @@ pub(crate) async fn run<S>(
                 &*component,
                 &cfg,
                 &mut guard,
-                &shutdown,
+                &mut signals,
             )
             .await
         }
     };
+    drop(signals.watch.take());
     outbox.mark_closed();
     let reason = match end {
         End::ClientClosed(frame) => {
@@ -262,7 +274,7 @@ async fn main_loop<S>(
     component: &dyn Component,
     cfg: &SessionConfig,
     guard: &mut MessageGuard,
-    shutdown: &CancellationToken,
+    signals: &mut Signals,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -279,6 +291,7 @@ where
     tokio::pin!(ping_timer);
     let mut reads_since_write = 0u32;
     let mut buf: Vec<ws_core::Message> = Vec::new();
+    let Signals { shutdown, watch } = signals;
 
     loop {
         // After a burst of reads, write what the component queued before
@@ -293,6 +306,25 @@ where
                     cfg.shutdown_timeout,
                 );
             }
+            // Only a connection with sessions to re-check polls this.
+            event = next_auth_event(watch), if watch.is_some() => match event {
+                // Every session was downgraded: nothing left to watch.
+                None => *watch = None,
+                Some(AuthEvent::Changed(name, user)) => {
+                    tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
+                    conn.set_aspect(&name, user);
+                    aspect_changed(component, conn, &name).await;
+                }
+                Some(AuthEvent::Downgrade(name)) => {
+                    tracing::debug!(conn = %conn.id(), aspect = %name, "session ended: aspect now anonymous");
+                    conn.set_aspect(&name, UserAspect::anonymous());
+                    aspect_changed(component, conn, &name).await;
+                }
+                Some(AuthEvent::Close(name, frame)) => {
+                    tracing::debug!(conn = %conn.id(), aspect = %name, code = frame.code.0, reason = %frame.reason, "session over: closing");
+                    return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
+                }
+            },
             frame = ws.next(), if !write_first => {
                 reads_since_write += 1;
                 last_seen = Instant::now();
@@ -364,6 +396,22 @@ where
                 }
             }
         }
+    }
+}
+
+/// The next event of `watch`; pending forever without one.
+async fn next_auth_event(watch: &mut Option<Watch>) -> Option<AuthEvent> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells the component that aspect `name` changed; a panic is logged.
+async fn aspect_changed(component: &dyn Component, conn: &Connection, name: &str) {
+    let hook = AssertUnwindSafe(component.on_aspect_change(conn, name));
+    if let Err(p) = hook.catch_unwind().await {
+        tracing::error!(conn = %conn.id(), aspect = %name, panic = %panic_message(p), "on_aspect_change panicked");
     }
 }
 

@@ -3,6 +3,7 @@
 //! One binary of modules (ripgrep's layout); helpers live in `ws_tests`.
 
 mod abuse;
+mod auth;
 mod echo;
 mod guards;
 mod handshake;

@@ -1,0 +1,205 @@
+//! A real browser: headless Chromium loads a page from a web application on
+//! this host, which set a session cookie; the page opens a WebSocket to the
+//! `whoami` demo and reports what the server resolved from that cookie.
+//!
+//! The application is a tiny HTTP server in this test; the session is a
+//! JWT (HS256) in the cookie `fe_session`, which the server resolves into
+//! the `frontend.user` aspect. Chromium comes from Debian's `chromium`
+//! package; under `CI=true` a missing browser is a failure.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "browser-test-secret-0123456789abcdef";
+
+fn bin() -> PathBuf {
+    std::env::var_os("WS_CLI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ws-cli")))
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Kills the child on drop (by its own pid).
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn jwt() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({
+        "sub": "4711", "name": "Erika Musterfrau", "groups": ["editors"], "exp": exp,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The web application: `/` sets the session cookie and serves the page;
+/// `POST /report` hands the page's finding to the test.
+fn serve_app(
+    listener: TcpListener,
+    ws_addr: SocketAddr,
+    token: String,
+    report: mpsc::Sender<String>,
+) {
+    let page = format!(
+        r#"<!doctype html><html><body><pre id="out">waiting</pre><script>
+const ws = new WebSocket("ws://{ws_addr}/demo_echo_Whoami");
+ws.onopen = () => ws.send("who am i?");
+ws.onmessage = (e) => {{
+  document.getElementById("out").textContent = e.data;
+  fetch("/report", {{ method: "POST", body: e.data }});
+}};
+ws.onerror = () => fetch("/report", {{ method: "POST", body: "websocket error" }});
+</script></body></html>"#
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let answer = if line.starts_with("POST /report") {
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                let _ = report.send(String::from_utf8_lossy(&body).into_owned());
+                "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_owned()
+            } else if line.starts_with("GET / ") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Set-Cookie: fe_session={token}; Path=/; HttpOnly; SameSite=Lax\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+}
+
+fn start_server(dir: &std::path::Path) -> (Guard, SocketAddr) {
+    let config = dir.join("ws.toml");
+    std::fs::write(
+        &config,
+        "[[aspect]]\nname = \"frontend.user\"\ncredential = { cookie = \"fe_session\" }\n\
+         [aspect.jwt]\nalgorithm = \"HS256\"\nkey_env = \"WS_TEST_JWT_SECRET\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["start", "--host", "127.0.0.1", "--port", "0", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir)
+        .env("WS_TEST_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ws-cli start");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").expect("readable");
+    let addr: SocketAddr = first
+        .split_whitespace()
+        .nth(4)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    std::thread::spawn(move || for _ in lines {});
+    (Guard(child), addr)
+}
+
+#[test]
+fn chromium_session_cookie_becomes_the_aspect() {
+    let Some(browser) = chromium() else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "Chromium is missing: apt-get install chromium"
+        );
+        eprintln!("SKIPPED: no chromium (apt-get install chromium)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ws-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_server, ws_addr) = start_server(&dir);
+
+    let app = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    serve_app(app, ws_addr, jwt(), tx);
+
+    let profile = dir.join("profile");
+    let _browser = Guard(
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("http://{app_addr}/"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium"),
+    );
+    let report = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the page reports within 60 s");
+    let v: serde_json::Value =
+        serde_json::from_str(&report).unwrap_or_else(|_| panic!("the page reported {report:?}"));
+    let user = &v["aspects"]["frontend.user"];
+    assert_eq!(user["logged_in"], true, "{v}");
+    assert_eq!(user["id"], "4711", "{v}");
+    assert_eq!(user["username"], "Erika Musterfrau", "{v}");
+    assert_eq!(user["groups"][0], "editors", "{v}");
+    assert!(
+        v["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{v}"
+    );
+    drop(_browser);
+    let _ = TcpStream::connect(app_addr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

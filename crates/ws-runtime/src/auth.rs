@@ -1,0 +1,401 @@
+//! Authentication: the pipeline stage that resolves every configured aspect
+//! of a handshake (`ws-auth`), the per-route requirements (401/403), and the
+//! revalidation of a connection's sessions while it is open.
+//!
+//! Key design decisions:
+//!
+//! - **No aspect configured, no stage.** The server then has no [`Auth`] and
+//!   the pipeline has no authentication stage: not even a lookup per
+//!   handshake.
+//! - **An unknown path asks no session store.** The stage looks the route
+//!   up first; a request for no route goes on and gets its 404 at the end of
+//!   the pipeline, without a Redis, SQL or HTTP look-up.
+//! - **Results travel in the request's extensions.** The resolved
+//!   [`Aspects`] are inserted as they are (a user layer after the stage can
+//!   read them; one may also insert its own when no aspect is configured),
+//!   the [`Revalidator`]s in a crate-private holder; the upgrade moves both
+//!   into the connection.
+//! - **Revalidation is one task per connection that has something to
+//!   re-check**, tied to the session (aborted when it ends). It only sends
+//!   events; the session's loop applies them between messages, so
+//!   `on_aspect_change` never runs concurrently with `on_message`, before
+//!   `on_open` or after `on_close`. A connection without a revalidator (every
+//!   anonymous one) has no task and its loop no extra branch to poll.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use http::StatusCode;
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+use ws_auth::{AspectConfig, Authenticator, Credential, Revalidator, SessionEnd};
+use ws_core::{Aspects, CloseCode, CloseFrame, UserAspect};
+
+use crate::config::{AspectSettings, OnSessionEnd};
+use crate::pipeline::{self, HandshakeRequest, HandshakeResponse, HandshakeService, Next, refusal};
+
+/// The close reason when a session ends under `on_end = "close"`.
+pub(crate) const SESSION_ENDED: &str = "session ended";
+/// The close reason when a session cannot be re-checked under
+/// `on_error = "reject"`.
+pub(crate) const SESSION_UNAVAILABLE: &str = "session store unavailable";
+
+/// Every configured aspect, ready to resolve: built once per server.
+#[derive(Debug)]
+pub(crate) struct Auth {
+    authenticator: Authenticator,
+    aspects: Vec<Aspect>,
+}
+
+/// What the runtime needs to know of one aspect beyond `ws-auth`.
+#[derive(Debug)]
+struct Aspect {
+    name: String,
+    on_end: OnSessionEnd,
+    /// The credential is `Authorization: Bearer`: a 401 then says so in
+    /// `WWW-Authenticate`.
+    bearer: bool,
+}
+
+impl Auth {
+    /// Checks and prepares every aspect; `None` when there is none.
+    ///
+    /// # Errors
+    /// The first aspect that cannot work, naming it and the key.
+    pub(crate) async fn new(
+        settings: &[AspectSettings],
+    ) -> Result<Option<Arc<Self>>, ws_auth::ConfigError> {
+        if settings.is_empty() {
+            return Ok(None);
+        }
+        let configs: Vec<AspectConfig> = settings.iter().map(|s| s.auth.clone()).collect();
+        let authenticator = Authenticator::new(&configs).await?;
+        let aspects = settings
+            .iter()
+            .map(|s| Aspect {
+                name: s.auth.name.clone(),
+                on_end: s.on_end,
+                bearer: s.auth.credential == Credential::Bearer,
+            })
+            .collect();
+        Ok(Some(Arc::new(Self {
+            authenticator,
+            aspects,
+        })))
+    }
+
+    /// Whether `entry` of `Sec-WebSocket-Protocol` carries a credential (it
+    /// must never be chosen as the subprotocol).
+    pub(crate) fn is_credential_protocol(&self, entry: &str) -> bool {
+        self.authenticator.is_credential_protocol(entry)
+    }
+
+    /// Every configured aspect, anonymous.
+    pub(crate) fn anonymous(&self) -> Aspects {
+        let mut aspects = Aspects::new();
+        for a in &self.aspects {
+            aspects.insert(a.name.as_str(), UserAspect::anonymous());
+        }
+        aspects
+    }
+
+    fn find(&self, name: &str) -> Option<&Aspect> {
+        self.aspects.iter().find(|a| a.name == name)
+    }
+}
+
+/// A route's `require` and `require_groups`, as enforced by the stage.
+#[derive(Debug, Default)]
+pub(crate) struct Requirement {
+    /// The route's path, for the refusal's message.
+    pub(crate) route: String,
+    /// Aspects that must all be logged in (401).
+    pub(crate) aspects: Vec<String>,
+    /// Groups, any of which a required aspect's user must be in (403).
+    pub(crate) groups: Vec<String>,
+}
+
+impl Requirement {
+    /// The refusal for `aspects`, if they do not meet the requirement.
+    fn refusal(&self, aspects: &Aspects, auth: &Auth) -> Option<HandshakeResponse> {
+        for name in &self.aspects {
+            if !aspects.get(name).logged_in {
+                let mut refused = refusal(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "route `{}` requires a logged-in `{name}` (the aspect `{name}` is \
+                         anonymous: no valid session or token was presented)",
+                        self.route
+                    ),
+                );
+                if auth.find(name).is_some_and(|a| a.bearer) {
+                    refused
+                        .headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                return Some(refused);
+            }
+        }
+        if self.groups.is_empty() {
+            return None;
+        }
+        let member = self.aspects.iter().any(|name| {
+            let user = aspects.get(name);
+            self.groups.iter().any(|g| user.in_group(g))
+        });
+        if member {
+            return None;
+        }
+        Some(refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "route `{}` requires membership in one of the groups {} (aspect {})",
+                self.route,
+                quoted(&self.groups),
+                quoted(&self.aspects),
+            ),
+        ))
+    }
+}
+
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Revalidators of one handshake, in the request's extensions until the
+/// upgrade takes them (extensions need `Clone`).
+#[derive(Clone, Default)]
+pub(crate) struct HeldRevalidators(Arc<Mutex<Vec<Revalidator>>>);
+
+impl HeldRevalidators {
+    /// Takes them out.
+    pub(crate) fn take(&self) -> Vec<Revalidator> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Stage 4: resolves every aspect of a handshake for a mounted route and
+/// enforces the route's requirement. `route_of` gives the requirement of
+/// the route a path matches, `None` for no route.
+pub(crate) fn stage<R>(inner: HandshakeService, auth: Arc<Auth>, route_of: R) -> HandshakeService
+where
+    R: Fn(&str) -> Option<Arc<Requirement>> + Clone + Send + Sync + 'static,
+{
+    pipeline::stage(inner, move |mut req: HandshakeRequest, next: Next| {
+        let auth = Arc::clone(&auth);
+        let requirement = route_of(req.uri().path());
+        async move {
+            // No route: refused with 404 later, without asking any store.
+            let Some(requirement) = requirement else {
+                return next.run(req).await;
+            };
+            let resolved = match auth
+                .authenticator
+                .resolve(req.headers(), req.uri().query())
+                .await
+            {
+                Ok(resolved) => resolved,
+                // The aspect and the kind of failure, never the store's
+                // own error text (it is logged by ws-auth).
+                Err(e) => return refusal(e.status(), format!("{e}; try again later")),
+            };
+            if let Some(refused) = requirement.refusal(&resolved.aspects, &auth) {
+                return refused;
+            }
+            let ext = req.extensions_mut();
+            ext.insert(resolved.aspects);
+            if !resolved.revalidators.is_empty() {
+                ext.insert(HeldRevalidators(Arc::new(Mutex::new(
+                    resolved.revalidators,
+                ))));
+            }
+            next.run(req).await
+        }
+    })
+}
+
+/// What the revalidation of a connection tells its session.
+#[derive(Debug)]
+pub(crate) enum AuthEvent {
+    /// The source sees the user differently now (groups, expiry, …).
+    Changed(String, UserAspect),
+    /// The session ended and the aspect is configured `on_end = "downgrade"`.
+    Downgrade(String),
+    /// Close the connection: the session ended (1008) or cannot be checked
+    /// (1013).
+    Close(String, CloseFrame),
+}
+
+/// The revalidation of one connection's sessions: dropping it stops it.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    events: mpsc::UnboundedReceiver<AuthEvent>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Watch {
+    /// The next event; `None` once every session is done being watched
+    /// (each was downgraded).
+    pub(crate) async fn next(&mut self) -> Option<AuthEvent> {
+        self.events.recv().await
+    }
+}
+
+/// Starts re-checking `revalidators` on one task; `None` when there is
+/// nothing to re-check.
+pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch> {
+    if revalidators.is_empty() {
+        return None;
+    }
+    let (tx, events) = mpsc::unbounded_channel();
+    let running: FuturesUnordered<_> = revalidators
+        .into_iter()
+        .map(|r| {
+            let on_end = auth.find(r.name()).map_or(OnSessionEnd::Close, |a| a.on_end);
+            let tx = tx.clone();
+            async move {
+                let name = r.name().to_owned();
+                let changes = tx.clone();
+                let mut applied = r.current().clone();
+                let end = r
+                    .until_ended(move |n: &str, user: &UserAspect| {
+                        if changed(&applied, user) {
+                            applied = user.clone();
+                            let _ = changes.send(AuthEvent::Changed(n.to_owned(), user.clone()));
+                        }
+                    })
+                    .await;
+                let event = match (end, on_end) {
+                    (SessionEnd::Ended, OnSessionEnd::Downgrade) => AuthEvent::Downgrade(name),
+                    (SessionEnd::Unavailable(e), _) => {
+                        tracing::warn!(aspect = %name, error = %e, "session cannot be re-checked: closing with 1013");
+                        AuthEvent::Close(
+                            name,
+                            CloseFrame::new(CloseCode::TRY_AGAIN_LATER, SESSION_UNAVAILABLE),
+                        )
+                    }
+                    _ => AuthEvent::Close(
+                        name,
+                        CloseFrame::new(CloseCode::POLICY_VIOLATION, SESSION_ENDED),
+                    ),
+                };
+                let _ = tx.send(event);
+            }
+        })
+        .collect();
+    drop(tx);
+    let task = tokio::spawn(async move {
+        let mut running = running;
+        while running.next().await.is_some() {}
+    });
+    Some(Watch {
+        events,
+        _task: AbortOnDropHandle::new(task),
+    })
+}
+
+/// How far an expiry may move between two checks without counting as a
+/// change: an expiry read from a TTL ("now + time left") moves a little with
+/// every look-up.
+const EXPIRY_JITTER: Duration = Duration::from_secs(1);
+
+/// Whether `now` differs from `before` in anything but expiry jitter.
+fn changed(before: &UserAspect, now: &UserAspect) -> bool {
+    let jitter = match (before.expires_at, now.expires_at) {
+        (Some(a), Some(b)) => {
+            let d = a.duration_since(b).or_else(|_| b.duration_since(a));
+            d.is_ok_and(|d| d <= EXPIRY_JITTER)
+        }
+        _ => false,
+    };
+    if jitter {
+        let mut now = now.clone();
+        now.expires_at = before.expires_at;
+        now != *before
+    } else {
+        now != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(bearer: bool) -> Auth {
+        Auth {
+            authenticator: Authenticator::default(),
+            aspects: vec![Aspect {
+                name: "fe".into(),
+                on_end: OnSessionEnd::Close,
+                bearer,
+            }],
+        }
+    }
+
+    fn requirement(groups: &[&str]) -> Requirement {
+        Requirement {
+            route: "/r".into(),
+            aspects: vec!["fe".into()],
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn body(resp: &HandshakeResponse) -> &str {
+        std::str::from_utf8(resp.body()).unwrap()
+    }
+
+    #[test]
+    fn expiry_jitter_is_no_change() {
+        let at = std::time::SystemTime::now();
+        let a = UserAspect::user("1").with_expiry(at);
+        assert!(!changed(
+            &a,
+            &a.clone().with_expiry(at + Duration::from_millis(300))
+        ));
+        assert!(changed(
+            &a,
+            &a.clone().with_expiry(at + Duration::from_secs(60))
+        ));
+        assert!(changed(&a, &a.clone().with_groups(["x"])));
+        assert!(changed(&a, &UserAspect::user("1")));
+    }
+
+    #[test]
+    fn anonymous_is_401_naming_the_aspect() {
+        let auth = auth(false);
+        let e = requirement(&[]).refusal(&auth.anonymous(), &auth).unwrap();
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert!(body(&e).contains("`fe`"), "{}", body(&e));
+        assert!(e.headers().get(WWW_AUTHENTICATE).is_none());
+        let auth = self::auth(true);
+        let e = requirement(&[]).refusal(&Aspects::new(), &auth).unwrap();
+        assert_eq!(e.headers()[WWW_AUTHENTICATE], "Bearer");
+    }
+
+    #[test]
+    fn groups_are_any_of_else_403() {
+        let auth = auth(false);
+        let mut aspects = Aspects::new();
+        aspects.insert("fe", UserAspect::user("1").with_groups(["editors"]));
+        assert!(requirement(&[]).refusal(&aspects, &auth).is_none());
+        assert!(
+            requirement(&["admins", "editors"])
+                .refusal(&aspects, &auth)
+                .is_none()
+        );
+        let e = requirement(&["admins"]).refusal(&aspects, &auth).unwrap();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert!(
+            body(&e).contains("`admins`") && body(&e).contains("`fe`"),
+            "{}",
+            body(&e)
+        );
+    }
+}

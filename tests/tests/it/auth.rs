@@ -1,0 +1,531 @@
+//! Authentication aspects through a real server and real clients: JWTs
+//! (HS256, a secret in a file) in a cookie and in a `Sec-WebSocket-Protocol`
+//! entry, a real `redis-server` as the session store, route requirements
+//! (401/403), `on_error = "reject"` (503), and revalidation while connected:
+//! logout and `exp` close with 1008, a failing store with 1013, a changed
+//! user and `on_end = "downgrade"` reach `on_aspect_change`. Everything is
+//! asserted through what a client sees (`whoami`'s JSON, status codes,
+//! close frames).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use ws_auth::{
+    AspectConfig, Credential, JwtAlgorithm, JwtConfig, OnError, RedisConfig, SourceConfig,
+};
+use ws_core::{BoxError, Component, Connection, Message};
+use ws_runtime::{AspectSettings, BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
+use ws_tests::redis::Redis;
+use ws_tests::{
+    TestServer, body_of, connect_with, expect_close, header_of, next_text, raw_exchange, send,
+    status_of, upgrade_request,
+};
+
+const SECRET: &str = "an-integration-test-secret-of-some-length";
+const WHOAMI: &str = "/demo_echo_Whoami";
+const ASPECT: &str = "frontend.user";
+const LIMIT: Duration = Duration::from_secs(5);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn sign_with(secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// A token for user 42 (`ann`, groups `editors`) valid for `secs` more
+/// seconds.
+fn token(secs: i64) -> String {
+    let exp = now().cast_signed() + secs;
+    sign_with(
+        SECRET,
+        &json!({"sub": "42", "name": "ann", "groups": ["editors"], "exp": exp}),
+    )
+}
+
+/// The HS256 secret in a file (with a trailing newline, which is trimmed).
+struct SecretFile(PathBuf);
+
+impl SecretFile {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "ws-tests-jwt-{}-{}.secret",
+            std::process::id(),
+            ws_tests::free_port()
+        ));
+        std::fs::write(&path, format!("{SECRET}\n")).expect("write the secret");
+        Self(path)
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `frontend.user` from an HS256 JWT with no leeway (so expiry is exact).
+fn jwt_aspect(key_file: &Path, credential: Credential) -> AspectConfig {
+    let mut jwt = JwtConfig::new(JwtAlgorithm::HS256, key_file);
+    jwt.leeway = Duration::ZERO;
+    AspectConfig::new(ASPECT, credential, SourceConfig::Jwt(jwt))
+}
+
+fn cookie_jwt(key_file: &Path) -> AspectConfig {
+    jwt_aspect(key_file, Credential::Cookie("fe_token".into()))
+}
+
+/// `frontend.user` from Redis sessions `sess:{id}` (cookie `sid`),
+/// re-checked every second.
+fn redis_aspect(url: &str) -> AspectConfig {
+    let mut redis = RedisConfig::new(url);
+    redis.timeout = Duration::from_millis(500);
+    AspectConfig::new(
+        ASPECT,
+        Credential::Cookie("sid".into()),
+        SourceConfig::Redis(redis),
+    )
+    .revalidate_every(Duration::from_secs(1))
+}
+
+/// Answers like `whoami`, speaks the subprotocol `chat`, and tells the
+/// client (and records) every `on_aspect_change`.
+#[derive(Default)]
+struct Recorder {
+    changes: Mutex<Vec<(String, bool)>>,
+}
+
+#[ws_core::async_trait]
+impl Component for Recorder {
+    fn route(&self) -> Option<Cow<'static, str>> {
+        Some("/rec".into())
+    }
+
+    fn subprotocols(&self) -> Vec<Cow<'static, str>> {
+        vec!["chat".into()]
+    }
+
+    async fn on_message(&self, conn: &Connection, _msg: Message) -> Result<(), BoxError> {
+        conn.send(demo_echo::describe(conn).to_string())?;
+        Ok(())
+    }
+
+    async fn on_aspect_change(&self, conn: &Connection, name: &str) {
+        let logged_in = conn.aspect(name).logged_in;
+        self.changes
+            .lock()
+            .expect("lock")
+            .push((name.to_owned(), logged_in));
+        let _ = conn.send(format!("changed:{name}:{logged_in}"));
+    }
+}
+
+async fn start(
+    aspects: Vec<AspectSettings>,
+    routes: Vec<RoutePolicy>,
+    recorder: Option<Arc<Recorder>>,
+) -> TestServer {
+    let mut config = ServerConfig::default();
+    config.aspects = aspects;
+    config.routes = routes;
+    let mut builder = Server::builder()
+        .component(demo_echo::Whoami)
+        .config(config);
+    if let Some(r) = recorder {
+        builder = builder.component_arc(r);
+    }
+    TestServer::serve(builder.build_async().await.expect("server builds")).await
+}
+
+/// What `whoami` (or the recorder) says about `frontend.user`.
+async fn ask(ws: &mut ws_tests::Client) -> Value {
+    send(ws, "?").await;
+    let v: Value = serde_json::from_str(&next_text(ws).await).expect("JSON");
+    v["aspects"][ASPECT].clone()
+}
+
+async fn connect_cookie(srv: &TestServer, path: &str, cookie: &str) -> ws_tests::Client {
+    connect_with(&srv.url(path), &[("cookie", cookie)])
+        .await
+        .expect("connects")
+}
+
+#[tokio::test]
+async fn jwt_in_a_cookie_logs_in() {
+    let secret = SecretFile::new();
+    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, &format!("other=1; fe_token={}", token(300))).await;
+    let me = ask(&mut ws).await;
+    assert_eq!(me["logged_in"], true, "{me}");
+    assert_eq!(me["id"], "42");
+    assert_eq!(me["username"], "ann");
+    assert_eq!(me["groups"], json!(["editors"]));
+}
+
+#[tokio::test]
+async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
+    let secret = SecretFile::new();
+    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let mut ws = srv.connect(WHOAMI).await;
+    let me = ask(&mut ws).await;
+    assert_eq!(
+        me,
+        json!({"logged_in": false, "id": null, "username": null, "groups": []})
+    );
+}
+
+#[tokio::test]
+async fn expired_malformed_and_forged_tokens_are_anonymous() {
+    let secret = SecretFile::new();
+    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let forged = sign_with(
+        "another-secret-entirely-0123456789",
+        &json!({"sub": "1", "exp": now() + 300}),
+    );
+    for bad in [token(-60), "not.a.jwt".to_owned(), "x".to_owned(), forged] {
+        let mut ws = connect_cookie(&srv, WHOAMI, &format!("fe_token={bad}")).await;
+        let me = ask(&mut ws).await;
+        assert_eq!(me["logged_in"], false, "{bad}: {me}");
+        assert_eq!(me["id"], Value::Null, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn redis_session_logs_in_and_logout_closes_with_1008() {
+    let Some(redis) = Redis::start() else { return };
+    redis.command(&[
+        "SET",
+        "sess:abc",
+        r#"{"id": 7, "username": "carl", "groups": "1,5"}"#,
+        "EX",
+        "120",
+    ]);
+    let srv = start(vec![redis_aspect(&redis.url()).into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
+    let me = ask(&mut ws).await;
+    assert_eq!(me["logged_in"], true, "{me}");
+    assert_eq!(me["id"], "7");
+    assert_eq!(me["username"], "carl");
+    assert_eq!(me["groups"], json!(["1", "5"]));
+    // An unknown session is anonymous.
+    let mut other = connect_cookie(&srv, WHOAMI, "sid=nope").await;
+    assert_eq!(ask(&mut other).await["logged_in"], false);
+
+    // Logout: the session key is deleted while the client is connected.
+    assert_eq!(redis.command(&["DEL", "sess:abc"]), ":1");
+    let deleted = Instant::now();
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1008, "session ended"));
+    let took = deleted.elapsed();
+    assert!(
+        took <= Duration::from_secs(2),
+        "closed {took:?} after the logout (revalidate_every = 1s)"
+    );
+}
+
+#[tokio::test]
+async fn redis_change_updates_the_aspect_and_calls_the_hook() {
+    let Some(redis) = Redis::start() else { return };
+    redis.command(&[
+        "SET",
+        "sess:s1",
+        r#"{"id": 7, "groups": ["a"]}"#,
+        "EX",
+        "120",
+    ]);
+    let recorder = Arc::new(Recorder::default());
+    let srv = start(
+        vec![redis_aspect(&redis.url()).into()],
+        vec![],
+        Some(Arc::clone(&recorder)),
+    )
+    .await;
+    let mut ws = connect_cookie(&srv, "/rec", "sid=s1").await;
+    assert_eq!(ask(&mut ws).await["groups"], json!(["a"]));
+    redis.command(&[
+        "SET",
+        "sess:s1",
+        r#"{"id": 7, "groups": ["a", "b"]}"#,
+        "EX",
+        "120",
+    ]);
+    assert_eq!(next_text(&mut ws).await, "changed:frontend.user:true");
+    assert_eq!(ask(&mut ws).await["groups"], json!(["a", "b"]));
+    assert_eq!(
+        *recorder.changes.lock().unwrap(),
+        [(ASPECT.to_owned(), true)]
+    );
+}
+
+#[tokio::test]
+async fn store_down_with_reject_is_503_naming_the_aspect() {
+    // Nothing listens on this port: the store is down.
+    let url = format!("redis://127.0.0.1:{}", ws_tests::free_port());
+    let reject = redis_aspect(&url).on_error(OnError::Reject);
+    let srv = start(vec![reject.into()], vec![], None).await;
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request(WHOAMI, "Cookie: sid=abc\r\n").as_bytes(),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(status_of(&resp), 503, "{resp}");
+    assert!(body_of(&resp).contains("`frontend.user`"), "{resp}");
+    // No credential: nothing to look up, anonymous.
+    let mut ws = srv.connect(WHOAMI).await;
+    assert_eq!(ask(&mut ws).await["logged_in"], false);
+    // An unknown path asks no store: 404, not 503.
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request("/nope", "Cookie: sid=abc\r\n").as_bytes(),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(status_of(&resp), 404, "{resp}");
+
+    // The default, on_error = "anonymous": the handshake goes on.
+    let srv = start(vec![redis_aspect(&url).into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
+    assert_eq!(ask(&mut ws).await["logged_in"], false);
+}
+
+#[tokio::test]
+async fn store_failing_while_connected_with_reject_closes_with_1013() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    redis.command(&["SET", "sess:abc", r#"{"id": 7}"#, "EX", "120"]);
+    let reject = redis_aspect(&redis.url()).on_error(OnError::Reject);
+    let srv = start(vec![reject.into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
+    assert_eq!(ask(&mut ws).await["logged_in"], true);
+    redis.stop();
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1013, "session store unavailable"));
+}
+
+#[tokio::test]
+async fn route_require_is_401_for_anonymous_and_101_when_logged_in() {
+    let secret = SecretFile::new();
+    let mut route = RoutePolicy::new(WHOAMI);
+    route.require = vec![ASPECT.into()];
+    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![route], None).await;
+    assert_eq!(srv.server.routes()[0].require, [ASPECT]);
+    for extra in [String::new(), "Cookie: fe_token=garbage\r\n".to_owned()] {
+        let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, &extra).as_bytes(), LIMIT).await;
+        assert_eq!(status_of(&resp), 401, "{resp}");
+        assert!(body_of(&resp).contains("`frontend.user`"), "{resp}");
+        assert_eq!(
+            header_of(&resp, "www-authenticate"),
+            None,
+            "a cookie aspect"
+        );
+    }
+    let extra = format!("Cookie: fe_token={}\r\n", token(300));
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request(WHOAMI, &extra).as_bytes(),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 101, "{resp}");
+    let mut ws = connect_cookie(&srv, WHOAMI, &format!("fe_token={}", token(300))).await;
+    assert_eq!(ask(&mut ws).await["id"], "42");
+}
+
+#[tokio::test]
+async fn bearer_aspects_answer_401_with_www_authenticate() {
+    let secret = SecretFile::new();
+    let mut route = RoutePolicy::new(WHOAMI);
+    route.require = vec![ASPECT.into()];
+    let aspect = jwt_aspect(&secret.0, Credential::Bearer);
+    let srv = start(vec![aspect.into()], vec![route], None).await;
+    let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, "").as_bytes(), LIMIT).await;
+    assert_eq!(status_of(&resp), 401, "{resp}");
+    assert_eq!(
+        header_of(&resp, "www-authenticate").as_deref(),
+        Some("Bearer")
+    );
+    let auth = format!("Bearer {}", token(300));
+    let mut ws = connect_with(&srv.url(WHOAMI), &[("authorization", &auth)])
+        .await
+        .expect("connects");
+    assert_eq!(ask(&mut ws).await["logged_in"], true);
+}
+
+#[tokio::test]
+async fn require_groups_is_403_outside_the_groups() {
+    let secret = SecretFile::new();
+    let mut admins = RoutePolicy::new(WHOAMI);
+    admins.require = vec![ASPECT.into()];
+    admins.require_groups = vec!["admins".into(), "root".into()];
+    let mut editors = RoutePolicy::new("/rec");
+    editors.require = vec![ASPECT.into()];
+    editors.require_groups = vec!["admins".into(), "editors".into()];
+    let srv = start(
+        vec![cookie_jwt(&secret.0).into()],
+        vec![admins, editors],
+        Some(Arc::default()),
+    )
+    .await;
+    let extra = format!("Cookie: fe_token={}\r\n", token(300));
+    let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, &extra).as_bytes(), LIMIT).await;
+    assert_eq!(status_of(&resp), 403, "{resp}");
+    let body = body_of(&resp);
+    assert!(
+        body.contains("`admins`") && body.contains("`frontend.user`"),
+        "{body}"
+    );
+    // Anonymous is still 401 first.
+    let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, "").as_bytes(), LIMIT).await;
+    assert_eq!(status_of(&resp), 401, "{resp}");
+    // Any one of the groups will do.
+    let mut ws = connect_cookie(&srv, "/rec", &format!("fe_token={}", token(300))).await;
+    assert_eq!(ask(&mut ws).await["groups"], json!(["editors"]));
+}
+
+#[tokio::test]
+async fn a_jwt_closes_the_connection_at_its_exp() {
+    let secret = SecretFile::new();
+    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let exp = now() + 2;
+    let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": exp}));
+    let mut ws = connect_cookie(&srv, WHOAMI, &format!("fe_token={jwt}")).await;
+    assert_eq!(ask(&mut ws).await["logged_in"], true);
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1008, "session ended"));
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let exp = exp as f64;
+    assert!(
+        at >= exp - 0.05 && at <= exp + 1.0,
+        "closed at {at}, exp is {exp}"
+    );
+}
+
+#[tokio::test]
+async fn downgrade_keeps_the_connection_and_calls_the_hook() {
+    let secret = SecretFile::new();
+    let recorder = Arc::new(Recorder::default());
+    let aspect = AspectSettings::new(cookie_jwt(&secret.0)).on_end(OnSessionEnd::Downgrade);
+    let srv = start(vec![aspect], vec![], Some(Arc::clone(&recorder))).await;
+    let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": now() + 2}));
+    let mut ws = connect_cookie(&srv, "/rec", &format!("fe_token={jwt}")).await;
+    assert_eq!(ask(&mut ws).await["logged_in"], true);
+    // At exp: the hook runs (and tells the client), the connection stays.
+    assert_eq!(next_text(&mut ws).await, "changed:frontend.user:false");
+    let me = ask(&mut ws).await;
+    assert_eq!(me["logged_in"], false, "{me}");
+    assert_eq!(me["id"], Value::Null);
+    assert_eq!(
+        *recorder.changes.lock().unwrap(),
+        [(ASPECT.to_owned(), false)]
+    );
+}
+
+#[tokio::test]
+async fn a_protocol_credential_is_never_echoed_back() {
+    let secret = SecretFile::new();
+    let aspect = jwt_aspect(
+        &secret.0,
+        Credential::Protocol {
+            prefix: "bearer.".into(),
+        },
+    );
+    let srv = start(vec![aspect.into()], vec![], Some(Arc::default())).await;
+    let jwt = token(300);
+    let entry = format!("bearer.{jwt}");
+    // The token entry first: still not chosen; the route's `chat` is.
+    let offer = format!("{entry}, chat");
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request("/rec", &format!("Sec-WebSocket-Protocol: {offer}\r\n")).as_bytes(),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 101, "{resp}");
+    assert_eq!(
+        header_of(&resp, "sec-websocket-protocol").as_deref(),
+        Some("chat")
+    );
+    assert!(!resp.contains(&jwt), "{resp}");
+    // Only the token offered: no subprotocol at all in the answer.
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request("/rec", &format!("Sec-WebSocket-Protocol: {entry}\r\n")).as_bytes(),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status_of(&resp), 101, "{resp}");
+    assert_eq!(header_of(&resp, "sec-websocket-protocol"), None, "{resp}");
+    // A real client is logged in through the entry and speaks `chat`.
+    let offer = format!("chat, {entry}");
+    let mut ws = connect_with(&srv.url("/rec"), &[("sec-websocket-protocol", &offer)])
+        .await
+        .expect("connects");
+    send(&mut ws, "?").await;
+    let v: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(v["subprotocol"], "chat");
+    assert_eq!(v["aspects"][ASPECT]["id"], "42");
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_aspect_and_the_key() {
+    let mut config = ServerConfig::default();
+    config.aspects = vec![cookie_jwt(Path::new("/nonexistent/jwt.secret")).into()];
+    let e = Server::builder()
+        .component(demo_echo::Whoami)
+        .config(config.clone())
+        .build_async()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BuildError::Aspect(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("`frontend.user`")
+            && text.contains("jwt.key_file")
+            && text.contains("/nonexistent/jwt.secret"),
+        "{text}"
+    );
+    // The synchronous build cannot set up aspects, and says what to use.
+    let e = Server::builder()
+        .component(demo_echo::Whoami)
+        .config(config.clone())
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("build_async"), "{e}");
+    // A route requiring an aspect that is not configured.
+    let mut route = RoutePolicy::new(WHOAMI);
+    route.require = vec!["backend.user".into()];
+    config.routes = vec![route];
+    let e = Server::builder()
+        .component(demo_echo::Whoami)
+        .config(config)
+        .build_async()
+        .await
+        .unwrap_err();
+    let BuildError::Config(e) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((e.key, e.route.as_deref()), ("require", Some(WHOAMI)));
+    assert!(
+        e.reason.contains("backend.user") && e.reason.contains("frontend.user"),
+        "{e}"
+    );
+}
