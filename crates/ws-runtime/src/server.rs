@@ -747,17 +747,23 @@ async fn start_session(
         return;
     };
     let io = parts.io.into_inner();
-    let ws = if parts.read_buf.is_empty() {
+    // `read_buf` and the header values point into hyper's 8 KiB read buffers;
+    // holding either would pin that memory for the connection's whole life.
+    let read_buf = parts.read_buf;
+    let ws = if read_buf.is_empty() {
         WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).await
     } else {
         WebSocketStream::from_partially_read(
             io,
-            parts.read_buf.to_vec(),
+            read_buf.to_vec(),
             Role::Server,
             Some(route.ws_config),
         )
         .await
     };
+    drop(read_buf);
+    let mut info = info;
+    info.headers = detached(&info.headers);
     let client = info.client_addr;
     let (conn, outbox) =
         Connection::with_hub(info, shared.config.outgoing_queue, shared.hub.clone());
@@ -812,4 +818,16 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+/// A copy of `headers` in allocations of its own (hyper's values are slices
+/// of its read buffer).
+fn detached(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(v) = http::HeaderValue::from_bytes(value.as_bytes()) {
+            out.append(name.clone(), v);
+        }
+    }
+    out
 }
