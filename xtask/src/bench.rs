@@ -222,7 +222,7 @@ const SCENARIOS: &[ScenarioDef] = &[
     },
     ScenarioDef {
         id: "fanout",
-        title: "broadcast fan-out on /bench/fanout, 64 B",
+        title: "broadcast fan-out on /broadcast, 64 B",
         provider_only: true,
     },
     ScenarioDef {
@@ -1231,7 +1231,7 @@ fn drive(env: &Env, s: &ScenarioDef, server: &Server) -> Result<Value> {
         "echo16k" => &["--conns", "50", "--window", "4", "--size", "16384"],
         "pingpong" => &["--conns", "16", "--size", "64"],
         "handshake" => &["--concurrency", "16"],
-        "fanout" => &["--path", "/bench/fanout", "--size", "64", "--sources", "8"],
+        "fanout" => &["--path", "/broadcast", "--size", "64", "--sources", "8"],
         "churn" => &["--concurrency", "32", "--burst", "500", "--sources", "8"],
         "idle" => return idle(env, server),
         other => bail!("no driver for scenario {other}"),

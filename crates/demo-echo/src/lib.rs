@@ -10,13 +10,17 @@
 //!   about the connection, user aspects included.
 //! - [`Chat`] on `/chat/{room}`: chat rooms over the hub, with presence and
 //!   join/leave notices.
+//! - [`Broadcast`] on `/broadcast`: every message to every connection on the
+//!   route (the fan-out the benchmark measures).
 
+mod broadcast;
 mod chat;
 mod echo;
 mod reverse;
 mod ticker;
 mod whoami;
 
+pub use broadcast::{BROADCAST_CHANNEL, Broadcast};
 pub use chat::Chat;
 pub use echo::Echo;
 pub use reverse::Reverse;
@@ -31,5 +35,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn ws_core::Component>> {
         std::sync::Arc::new(Ticker::default()),
         std::sync::Arc::new(Whoami),
         std::sync::Arc::new(Chat),
+        std::sync::Arc::new(Broadcast),
     ]
 }

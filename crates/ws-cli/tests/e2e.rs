@@ -100,7 +100,8 @@ fn start_list_routes_echo_stop() {
             "/demo_echo_Reverse",
             "/ticker",
             "/demo_echo_Whoami",
-            "/chat/{room}"
+            "/chat/{room}",
+            "/broadcast"
         ]
     );
 
