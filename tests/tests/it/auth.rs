@@ -5,7 +5,8 @@
 //! logout and `exp` close with 1008, a failing store with 1013, a changed
 //! user and `on_end = "downgrade"` reach `on_aspect_change`. Everything is
 //! asserted through what a client sees (`whoami`'s JSON, status codes,
-//! close frames).
+//! close frames). SQLite (a temporary file) and an HTTP callback to a real
+//! in-process application are covered the same way.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use ws_auth::{
-    AspectConfig, Credential, JwtAlgorithm, JwtConfig, OnError, RedisConfig, SourceConfig,
+    AspectConfig, Credential, HttpConfig, JwtAlgorithm, JwtConfig, OnError, RedisConfig,
+    SourceConfig, SqlConfig,
 };
 use ws_core::{BoxError, Component, Connection, Message};
 use ws_runtime::{AspectSettings, BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
@@ -528,4 +530,262 @@ async fn configuration_errors_name_the_aspect_and_the_key() {
         e.reason.contains("backend.user") && e.reason.contains("frontend.user"),
         "{e}"
     );
+}
+
+/// Sessions joined to users; only unexpired rows match.
+const SQL_QUERY: &str = "SELECT u.id, u.name AS username, u.groups, s.expires AS expires_at \
+     FROM sessions s JOIN users u ON u.id = s.user_id \
+     WHERE s.sid = $1 AND s.expires > CAST(strftime('%s', 'now') AS INTEGER)";
+
+/// `frontend.user` from the SQLite database at `path` (cookie `sid`).
+fn sql_aspect(path: &Path) -> AspectConfig {
+    let mut sql = SqlConfig::new(format!("sqlite://{}", path.display()), SQL_QUERY);
+    sql.timeout = Duration::from_secs(1);
+    sql.max_connections = 2;
+    AspectConfig::new(
+        ASPECT,
+        Credential::Cookie("sid".into()),
+        SourceConfig::Sql(sql),
+    )
+}
+
+/// A SQLite file with user 5 (`ann`, groups `1,2`) behind session `live`
+/// and user 6 behind the expired session `stale`.
+async fn sqlite_sessions(path: &Path) {
+    use std::str::FromStr as _;
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("sqlite URL")
+            .create_if_missing(true);
+    let db = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("create the database");
+    for stmt in [
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, groups TEXT, password TEXT)",
+        "CREATE TABLE sessions (sid TEXT PRIMARY KEY, user_id INTEGER, expires INTEGER)",
+        "INSERT INTO users VALUES (5, 'ann', '1,2', 'x'), (6, 'old', '', 'y')",
+    ] {
+        sqlx::query(stmt).execute(&db).await.expect(stmt);
+    }
+    let now = now().cast_signed();
+    for (sid, user, expires) in [("live", 5, now + 3600), ("stale", 6, now - 60)] {
+        sqlx::query("INSERT INTO sessions VALUES (?, ?, ?)")
+            .bind(sid)
+            .bind(user)
+            .bind(expires)
+            .execute(&db)
+            .await
+            .expect("insert a session");
+    }
+    db.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_session_logs_in_and_others_are_anonymous() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sessions.sqlite");
+    sqlite_sessions(&path).await;
+    let srv = start(vec![sql_aspect(&path).into()], vec![], None).await;
+
+    let mut ws = connect_cookie(&srv, WHOAMI, "theme=dark; sid=live").await;
+    let me = ask(&mut ws).await;
+    assert_eq!(me["logged_in"], true, "{me}");
+    assert_eq!(me["id"], "5");
+    assert_eq!(me["username"], "ann");
+    assert_eq!(me["groups"], json!(["1", "2"]));
+
+    for (cookie, what) in [
+        ("sid=unknown", "unknown session"),
+        ("sid=stale", "expired session"),
+        ("sid=x' OR '1'='1", "injection attempt"),
+        ("sid=live' --", "injection attempt with a comment"),
+    ] {
+        let mut ws = connect_cookie(&srv, WHOAMI, cookie).await;
+        let me = ask(&mut ws).await;
+        assert_eq!(
+            me,
+            json!({"logged_in": false, "id": null, "username": null, "groups": []}),
+            "{what}"
+        );
+    }
+    // The database is untouched by the attempts.
+    let mut ws = connect_cookie(&srv, WHOAMI, "sid=live").await;
+    assert_eq!(ask(&mut ws).await["id"], "5");
+}
+
+#[tokio::test]
+async fn sqlite_missing_database_is_503_under_reject_else_anonymous() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gone = dir.path().join("missing.sqlite");
+    let reject = sql_aspect(&gone).on_error(OnError::Reject);
+    let srv = start(vec![reject.into()], vec![], None).await;
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request(WHOAMI, "Cookie: sid=live\r\n").as_bytes(),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(status_of(&resp), 503, "{resp}");
+    assert!(body_of(&resp).contains("`frontend.user`"), "{resp}");
+    assert!(!gone.exists(), "the database file must not be created");
+    // No credential: nothing to look up.
+    let mut ws = srv.connect(WHOAMI).await;
+    assert_eq!(ask(&mut ws).await["logged_in"], false);
+
+    // The default, on_error = "anonymous".
+    let srv = start(vec![sql_aspect(&gone).into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "sid=live").await;
+    assert_eq!(ask(&mut ws).await["logged_in"], false);
+}
+
+/// A minimal HTTP application on 127.0.0.1: session `good` (cookie `sess`)
+/// is user 42, anything else is 401. Records every `Cookie` header it gets.
+struct App {
+    addr: std::net::SocketAddr,
+    cookies: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cookies = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&cookies);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(LIMIT, Self::answer(stream, &seen)).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            cookies,
+            task,
+        }
+    }
+
+    async fn answer(mut stream: tokio::net::TcpStream, seen: &Mutex<Vec<String>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let cookie = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("cookie")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let session = cookie
+            .split("; ")
+            .find_map(|c| c.strip_prefix("sess="))
+            .unwrap_or("")
+            .to_owned();
+        seen.lock().expect("lock").push(cookie);
+        let (status, body) = if session == "good" {
+            (
+                "200 OK",
+                json!({"id": 42, "username": "ann", "groups": ["chat"]}).to_string(),
+            )
+        } else {
+            ("401 Unauthorized", String::new())
+        };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/api/ws-session", self.addr)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `frontend.user` from the HTTP callback at `url` (cookie `sess`), no
+/// cache.
+fn http_aspect(url: &str) -> AspectConfig {
+    let mut http = HttpConfig::new(url);
+    http.timeout = Duration::from_millis(500);
+    http.cache_ttl = Duration::ZERO;
+    AspectConfig::new(
+        ASPECT,
+        Credential::Cookie("sess".into()),
+        SourceConfig::Http(http),
+    )
+}
+
+#[tokio::test]
+async fn http_callback_forwards_the_cookie_and_logs_in() {
+    let app = App::start().await;
+    let srv = start(vec![http_aspect(&app.url()).into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "theme=dark; sess=good").await;
+    let me = ask(&mut ws).await;
+    assert_eq!(me["logged_in"], true, "{me}");
+    assert_eq!(me["id"], "42");
+    assert_eq!(me["username"], "ann");
+    assert_eq!(me["groups"], json!(["chat"]));
+    assert_eq!(
+        *app.cookies.lock().expect("lock"),
+        ["theme=dark; sess=good"],
+        "the client's Cookie header, forwarded as is"
+    );
+
+    // The application's 401: anonymous, the connection is accepted.
+    let mut ws = connect_cookie(&srv, WHOAMI, "sess=gone").await;
+    let me = ask(&mut ws).await;
+    assert_eq!(
+        me,
+        json!({"logged_in": false, "id": null, "username": null, "groups": []})
+    );
+    assert_eq!(app.cookies.lock().expect("lock").len(), 2);
+    // A 401 is an answer, not a failure: no 503 even under reject.
+    let reject = http_aspect(&app.url()).on_error(OnError::Reject);
+    let srv = start(vec![reject.into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "sess=gone").await;
+    assert_eq!(ask(&mut ws).await["logged_in"], false);
+}
+
+#[tokio::test]
+async fn http_application_down_is_503_under_reject_else_anonymous() {
+    // Nothing listens on this port: the application is down.
+    let url = format!("http://127.0.0.1:{}/api/ws-session", ws_tests::free_port());
+    let reject = http_aspect(&url).on_error(OnError::Reject);
+    let srv = start(vec![reject.into()], vec![], None).await;
+    let resp = raw_exchange(
+        srv.addr,
+        upgrade_request(WHOAMI, "Cookie: sess=good\r\n").as_bytes(),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(status_of(&resp), 503, "{resp}");
+    assert!(body_of(&resp).contains("`frontend.user`"), "{resp}");
+
+    // The default, on_error = "anonymous": the handshake goes on.
+    let srv = start(vec![http_aspect(&url).into()], vec![], None).await;
+    let mut ws = connect_cookie(&srv, WHOAMI, "sess=good").await;
+    assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
