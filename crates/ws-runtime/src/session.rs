@@ -289,9 +289,13 @@ where
     let mut pinged = false;
     let ping_timer = tokio::time::sleep(interval);
     tokio::pin!(ping_timer);
+    // Built once: a fresh `cancelled()` future per turn would lock the
+    // token's wait list, which every session shares, on every message.
     let mut reads_since_write = 0u32;
     let mut buf: Vec<ws_core::Message> = Vec::new();
     let Signals { shutdown, watch } = signals;
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
 
     loop {
         // After a burst of reads, write what the component queued before
@@ -299,7 +303,7 @@ where
         let write_first = reads_since_write >= READ_BUDGET && !outbox.is_empty();
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = &mut cancelled => {
                 return End::ServerCloses(
                     CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"),
                     CloseInitiator::Shutdown,
