@@ -265,7 +265,7 @@ pub struct WebSocketSection {
     /// Longest time one batch of writes may take.
     #[serde(with = "duration")]
     pub write_timeout: Duration,
-    /// Read chunk per connection, in bytes.
+    /// Most bytes read from the socket at once; held only while data is pending.
     pub read_buffer_size: u32,
     /// Outgoing bytes buffered before a write is forced, in bytes.
     pub write_buffer_size: u32,

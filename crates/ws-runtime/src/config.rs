@@ -48,8 +48,9 @@ pub struct ServerConfig {
     /// `shutdown_timeout`: how long shutdown waits for clients to answer the
     /// 1001 close.
     pub shutdown_timeout: Duration,
-    /// `read_buffer_size`: read chunk of each connection, in bytes: small
-    /// keeps idle connections cheap.
+    /// `read_buffer_size`: most bytes read from the socket at once, in
+    /// bytes. The buffer exists only while data is pending, so idle
+    /// connections hold none.
     pub read_buffer_size: usize,
     /// `write_buffer_size`: outgoing bytes buffered before a write is forced.
     pub write_buffer_size: usize,
@@ -129,7 +130,7 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
-            read_buffer_size: 8 * 1024,
+            read_buffer_size: 16 * 1024,
             write_buffer_size: 16 * 1024,
             health_path: "/healthz".to_owned(),
             slow_subscriber: ws_core::SlowSubscriber::default(),

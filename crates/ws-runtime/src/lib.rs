@@ -71,6 +71,7 @@ mod io;
 mod origin;
 mod pipeline;
 mod policy;
+mod read_ahead;
 mod server;
 mod session;
 mod tasks;

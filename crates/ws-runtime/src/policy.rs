@@ -58,7 +58,9 @@ pub(crate) struct MountedRoute {
 /// tungstenite's settings for the given size limits.
 pub(crate) fn ws_config(c: &ServerConfig, max_message: usize, max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(c.read_buffer_size)
+        // The socket is read through `ReadAhead` in `read_buffer_size`
+        // chunks; tungstenite itself only asks for small pieces.
+        .read_buffer_size(crate::read_ahead::TUNGSTENITE_CHUNK)
         .write_buffer_size(c.write_buffer_size)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_frame))

@@ -38,6 +38,7 @@ use crate::pipeline::{
     HandshakeService, HeldPermits, PeerAddr, refusal,
 };
 use crate::policy::{self, MountedRoute, RouteInfo};
+use crate::read_ahead::ReadAhead;
 use crate::session::{self, MessageGuard, SessionConfig};
 use crate::tasks;
 use crate::tls::{Tls, TlsError};
@@ -750,18 +751,9 @@ async fn start_session(
     // `read_buf` and the header values point into hyper's 8 KiB read buffers;
     // holding either would pin that memory for the connection's whole life.
     let read_buf = parts.read_buf;
-    let ws = if read_buf.is_empty() {
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).await
-    } else {
-        WebSocketStream::from_partially_read(
-            io,
-            read_buf.to_vec(),
-            Role::Server,
-            Some(route.ws_config),
-        )
-        .await
-    };
+    let io = ReadAhead::new(io, shared.config.read_buffer_size, &read_buf);
     drop(read_buf);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).await;
     let mut info = info;
     info.headers = detached(&info.headers);
     let client = info.client_addr;
