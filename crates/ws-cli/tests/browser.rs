@@ -7,6 +7,8 @@
 //! the `frontend.user` aspect. Chromium comes from Debian's `chromium`
 //! package; under `CI=true` a missing browser is a failure.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,12 +17,6 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "browser-test-secret-0123456789abcdef";
-
-fn bin() -> PathBuf {
-    std::env::var_os("WS_CLI_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ws-cli")))
-}
 
 fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -115,33 +111,22 @@ ws.onerror = () => fetch("/report", {{ method: "POST", body: "websocket error" }
     });
 }
 
-fn start_server(dir: &std::path::Path) -> (Guard, SocketAddr) {
+/// `ws-cli start` with the `frontend.user` aspect: an HS256 JWT in the
+/// cookie `fe_session`, its secret in a key file.
+fn start_server(dir: &common::TempDir) -> common::Running {
+    let secret = dir.join("jwt.secret");
+    std::fs::write(&secret, SECRET).unwrap();
     let config = dir.join("ws.toml");
     std::fs::write(
         &config,
-        "[[aspect]]\nname = \"frontend.user\"\ncredential = { cookie = \"fe_session\" }\n\
-         [aspect.jwt]\nalgorithm = \"HS256\"\nkey_env = \"WS_TEST_JWT_SECRET\"\n",
+        format!(
+            "[[aspect]]\nname = \"frontend.user\"\ncredential = {{ cookie = \"fe_session\" }}\n\
+             [aspect.jwt]\nalgorithm = \"HS256\"\nkey_file = {:?}\n",
+            secret.display().to_string()
+        ),
     )
     .unwrap();
-    let mut child = Command::new(bin())
-        .args(["start", "--host", "127.0.0.1", "--port", "0", "--config"])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir)
-        .env("WS_TEST_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ws-cli start");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a first line").expect("readable");
-    let addr: SocketAddr = first
-        .split_whitespace()
-        .nth(4)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    std::thread::spawn(move || for _ in lines {});
-    (Guard(child), addr)
+    common::Running::start(&dir.0, &["--config", config.to_str().unwrap()])
 }
 
 #[test]
@@ -154,10 +139,9 @@ fn chromium_session_cookie_becomes_the_aspect() {
         eprintln!("SKIPPED: no chromium (apt-get install chromium)");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("ws-browser-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_server, ws_addr) = start_server(&dir);
+    let dir = common::TempDir::new("browser");
+    let server = start_server(&dir);
+    let ws_addr = server.addr;
 
     let app = TcpListener::bind("127.0.0.1:0").unwrap();
     let app_addr = app.local_addr().unwrap();
@@ -201,5 +185,5 @@ fn chromium_session_cookie_becomes_the_aspect() {
     );
     drop(_browser);
     let _ = TcpStream::connect(app_addr);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(server);
 }
