@@ -13,12 +13,23 @@
 //! go to `target/bench/results.json` and a chart to
 //! `target/bench/chart.svg`.
 //!
-//! ws-provider runs with the handshake pipeline on as far as it exists: the
-//! configuration written to `target/bench/ws-provider.toml` turns on every
-//! known pipeline key that `ws-cli check-config` lists (origin allow-list,
-//! connection and message limits set high enough never to refuse the
-//! benchmark itself); keys not there yet are listed as missing in the
-//! report and picked up automatically once they exist.
+//! ws-provider runs with the full handshake pipeline on: the configuration
+//! written to `target/bench/ws-provider.toml` turns on every known pipeline
+//! key that `ws-cli check-config` lists (origin allow-list, connection and
+//! message limits set high enough never to refuse the benchmark itself;
+//! keys a `--provider-bin` build lacks are listed as missing in the report)
+//! and one JWT aspect, `bench.user`: an HS256 secret made for the run
+//! (`target/bench/bench-jwt.secret`) and a token signed with it, which
+//! ws-bench sends as the cookie `bench_token` on every handshake of every
+//! scenario — to the baseline too, which ignores it, so that the client
+//! does the same work for both. Before the first round the bench asks
+//! ws-provider's `/demo_echo_Whoami` with that cookie and stops unless the
+//! aspect is logged in as the token's user: a token the server does not
+//! accept would otherwise measure anonymous connections unnoticed.
+//!
+//! `--out DIR` puts the configuration, the secret, the logs and the results
+//! somewhere else than `target/bench` (a second checkout's run must not
+//! rewrite the files a running bench reads).
 //!
 //! Every process started is stopped by its pid; all traffic goes to
 //! 127.0.0.0/8; every client run has a deadline.
@@ -43,6 +54,20 @@ const IDLE_PER_PROCESS: usize = 15_000;
 /// Source addresses (127.0.0.x) per idle client process.
 const IDLE_SOURCES: usize = 8;
 
+/// The JWT aspect of the bench configuration (issue 7: "one JWT aspect").
+const ASPECT: &str = "bench.user";
+/// The cookie its token travels in, on every handshake of every scenario.
+const TOKEN_COOKIE: &str = "bench_token";
+/// The user the token names (`sub`, the aspect's id).
+const TOKEN_SUB: &str = "bench";
+/// The token's `name` claim (the aspect's username).
+const TOKEN_NAME: &str = "ws-bench";
+/// How long the token is valid: far longer than any run.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// ws-provider's demo route (`ws-cli start`) that answers any message with
+/// the connection's aspects.
+const WHOAMI_PATH: &str = "/demo_echo_Whoami";
+
 /// Run options from the command line.
 #[derive(Debug)]
 struct Opts {
@@ -52,6 +77,7 @@ struct Opts {
     only: Option<Vec<String>>,
     provider_bin: Option<PathBuf>,
     report: Option<PathBuf>,
+    out: Option<PathBuf>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -62,6 +88,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         only: None,
         provider_bin: None,
         report: None,
+        out: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -103,6 +130,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
                 }
                 o.provider_bin = Some(p);
             }
+            "--out" => {
+                o.out = Some(PathBuf::from(it.next().context("--out needs a directory")?));
+            }
             "--report" => {
                 o.report = Some(PathBuf::from(
                     it.next().context("--report needs a results JSON file")?,
@@ -111,7 +141,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "-h" | "--help" => {
                 println!(
                     "usage: cargo xtask bench [--quick] [--json] [--rounds N] [--only SCENARIO,...]\n\
-                     \x20                        [--provider-bin PATH-TO-ws-cli]\n\
+                     \x20                        [--provider-bin PATH-TO-ws-cli] [--out DIR (default target/bench)]\n\
                      \x20      cargo xtask bench --report RESULTS.json   (table and chart again)\n\
                      scenarios: {}",
                     SCENARIOS
@@ -487,6 +517,8 @@ struct Env {
     /// (server core, client core) when pinning.
     pin: Option<(usize, usize)>,
     plan: Plan,
+    /// `NAME=TOKEN`: the cookie every handshake sends, to both servers.
+    cookie: String,
 }
 
 /// `cargo xtask bench`.
@@ -497,7 +529,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let plan = Plan::new(&opts);
     let started = Instant::now();
-    let out = util::root().join("target").join("bench");
+    let out = match &opts.out {
+        // Absolute: the key file's path goes into ws-provider's configuration.
+        Some(dir) => std::path::absolute(dir)
+            .with_context(|| format!("--out {}: no absolute path", dir.display()))?,
+        None => util::root().join("target").join("bench"),
+    };
     let logs = out.join("logs");
     if logs.exists() {
         std::fs::remove_dir_all(&logs)
@@ -521,7 +558,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         );
     }
     let config = out.join("ws-provider.toml");
-    let hooks = write_provider_config(&bins.cli, &config, &out.join("state"))?;
+    let mut hooks = write_provider_config(&bins.cli, &config, &out.join("state"))?;
     let env = Env {
         bins,
         out: out.clone(),
@@ -529,6 +566,19 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         config,
         pin,
         plan,
+        cookie: hooks.cookie.clone(),
+    };
+    let aspect_check = match hooks.aspect {
+        Some(i) => {
+            let seen = check_aspect(&env)?;
+            let _ = write!(
+                hooks.applied[i],
+                "; checked: {WHOAMI_PATH} reports it logged in as {}",
+                seen["username"]
+            );
+            seen
+        }
+        None => Value::Null,
     };
     let machine = machine_info(cores, pin);
     let scenarios: Vec<&ScenarioDef> = SCENARIOS
@@ -633,6 +683,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "file": env.config.display().to_string(),
             "applied": hooks.applied,
             "missing": hooks.missing,
+            "aspect_check": aspect_check,
         },
         "scenarios": scenarios.iter().map(|s| json!({
             "id": s.id, "title": s.title,
@@ -814,6 +865,11 @@ fn build(provider: Option<PathBuf>) -> Result<Bins> {
 struct Hooks {
     applied: Vec<String>,
     missing: Vec<String>,
+    /// The index in `applied` of the JWT aspect, when it is on.
+    aspect: Option<usize>,
+    /// `NAME=TOKEN`: the aspect's credential, which ws-bench sends on every
+    /// handshake (to both servers, whether the aspect is on or not).
+    cookie: String,
 }
 
 /// Settings that put the handshake pipeline and the limits to work without
@@ -919,30 +975,19 @@ fn write_provider_config(cli: &Path, file: &Path, state: &Path) -> Result<Hooks>
                 .push(format!("{key} ({what}): ws-cli has no such key yet")),
         }
     }
-    // Issue 7's pipeline also has one JWT aspect. The bench cannot guess
-    // how a future `[auth]` section names things (and ws-bench would have
-    // to send a token): it says whether ws-cli has such keys yet.
-    let auth_keys: Vec<String> = keys
-        .iter()
-        .filter(|(sec, k)| {
-            let all = format!("{sec}.{k}").to_ascii_lowercase();
-            ["auth", "aspect", "jwt"].iter().any(|w| all.contains(w))
-        })
-        .map(|(sec, k)| format!("{sec}.{k}"))
-        .collect();
-    hooks.missing.push(if auth_keys.is_empty() {
-        "one JWT aspect (authentication step): ws-cli has no auth keys yet".to_owned()
-    } else {
-        format!(
-            "one JWT aspect (authentication step): ws-cli now has {} — add them to \
-             PIPELINE_KEYS in xtask/src/bench.rs and a token to ws-bench's handshake",
-            auth_keys.join(", ")
-        )
-    });
+    // Issue 7's pipeline also has one JWT aspect: a secret made for this
+    // run, and a token signed with it that ws-bench sends as a cookie.
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key_file = dir.join("bench-jwt.secret");
+    let token = make_token(&key_file)?;
+    hooks.cookie = format!("{TOKEN_COOKIE}={token}");
+    let aspect = aspect_toml(&key_file)?;
     let mut text = String::from(
         "# Written by `cargo xtask bench`: ws-provider with every pipeline key that\n\
          # `ws-cli check-config` knows turned on, limits high enough never to refuse\n\
-         # the benchmark's own connections. Regenerated on every run.\n",
+         # the benchmark's own connections, and one JWT aspect whose token ws-bench\n\
+         # sends on every handshake. Regenerated (with a new secret) on every run.\n",
     );
     for (sec, kvs) in &sections {
         let _ = write!(text, "\n[{sec}]\n");
@@ -950,25 +995,178 @@ fn write_provider_config(cli: &Path, file: &Path, state: &Path) -> Result<Hooks>
             let _ = writeln!(text, "{k} = {v}");
         }
     }
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
-    let mut cmd = Command::new(cli);
-    cmd.arg("check-config").arg("--config").arg(file);
-    clear_ws_env(&mut cmd);
-    let out = cmd.output().context("cannot run ws-cli check-config")?;
-    if !out.status.success() {
-        bail!(
-            "ws-cli rejects the bench configuration {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let check = |text: &str| -> Result<std::result::Result<(), String>> {
+        std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        let mut cmd = Command::new(cli);
+        cmd.arg("check-config").arg("--config").arg(file);
+        clear_ws_env(&mut cmd);
+        let out = cmd.output().context("cannot run ws-cli check-config")?;
+        Ok(if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        })
+    };
+    let what = "one JWT aspect";
+    match check(&format!("{text}{aspect}"))? {
+        Ok(()) => {
+            hooks.aspect = Some(hooks.applied.len());
+            hooks.applied.push(format!(
+                "[[aspect]] name = \"{ASPECT}\", credential = {{ cookie = \"{TOKEN_COOKIE}\" }}, \
+                 jwt HS256 with key_file {} ({what}: every handshake sends a token for \
+                 sub \"{TOKEN_SUB}\")",
+                key_file.display()
+            ));
+        }
+        // A `--provider-bin` build from before authentication existed.
+        Err(e) if e.contains("unknown field `aspect`") => {
+            hooks.missing.push(format!(
+                "{what} ([[aspect]] with [aspect.jwt]): this ws-cli has no [[aspect]] yet"
+            ));
+            if let Err(e) = check(&text)? {
+                bail!(
+                    "ws-cli rejects the bench configuration {}: {e}",
+                    file.display()
+                );
+            }
+        }
+        Err(e) => bail!(
+            "ws-cli rejects the bench configuration {}: {e}",
+            file.display()
+        ),
     }
     for m in &hooks.missing {
         eprintln!("xtask bench: not on in this run: {m}");
     }
     Ok(hooks)
+}
+
+/// Makes a fresh HS256 secret (64 hex digits from `/dev/urandom`), writes
+/// it to `key_file` (mode 0600), and returns a JWT signed with it: `sub`
+/// [`TOKEN_SUB`], `name` [`TOKEN_NAME`], `iat` now and `exp`
+/// [`TOKEN_LIFETIME`] later.
+fn make_token(key_file: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("cannot read /dev/urandom for the bench's JWT secret")?;
+    let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    // Removed first: the mode applies to new files only.
+    let _ = std::fs::remove_file(key_file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_file)
+        .and_then(|mut f| f.write_all(secret.as_bytes()))
+        .with_context(|| format!("cannot write {}", key_file.display()))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let claims = json!({
+        "sub": TOKEN_SUB,
+        "name": TOKEN_NAME,
+        "iat": now,
+        "exp": now + TOKEN_LIFETIME.as_secs(),
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .context("cannot sign the bench's JWT")
+}
+
+/// The `[[aspect]]` table of the bench configuration (appended last: in
+/// TOML everything after `[[aspect]]` belongs to it).
+fn aspect_toml(key_file: &Path) -> Result<String> {
+    let key_file = serde_json::to_string(&key_file.display().to_string())?;
+    Ok(format!(
+        "\n# One JWT aspect: ws-bench sends the token as the cookie `{TOKEN_COOKIE}`.\n\
+         [[aspect]]\n\
+         name = \"{ASPECT}\"\n\
+         credential = {{ cookie = \"{TOKEN_COOKIE}\" }}\n\
+         \n\
+         [aspect.jwt]\n\
+         algorithm = \"HS256\"\n\
+         key_file = {key_file}\n\
+         \n\
+         [aspect.jwt.claims]\n\
+         id = \"sub\"\n\
+         username = \"name\"\n"
+    ))
+}
+
+/// Asks a ws-provider started for this alone, on [`WHOAMI_PATH`] with the
+/// bench's cookie, who is on the connection; fails unless [`ASPECT`] is
+/// logged in as the token's user. Returns what it reported of the aspect.
+fn check_aspect(env: &Env) -> Result<Value> {
+    let log = env.logs.join("aspect-check-ws-provider.log");
+    let mut server = Server::start(env, Kind::Provider, &log)?;
+    let mut args: Vec<String> = [
+        "probe",
+        "--addr",
+        &server.addr.to_string(),
+        "--path",
+        WHOAMI_PATH,
+        "--message",
+        "whoami",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(cookie_args(env));
+    let answer = Client::start(env, &args, false).and_then(|c| c.finish(Duration::from_secs(30)));
+    let stopped = server.stop();
+    let answer = answer.with_context(|| {
+        format!(
+            "cannot check the JWT aspect `{ASPECT}`: no answer from ws-provider's \
+             {WHOAMI_PATH} (server log: {})",
+            log.display()
+        )
+    })?;
+    stopped?;
+    let reply = answer["reply"].as_str().unwrap_or_default();
+    let seen = logged_in_aspect(reply).with_context(|| {
+        format!(
+            "JWT aspect check before measuring (configuration: {}, server log: {})",
+            env.config.display(),
+            log.display()
+        )
+    })?;
+    eprintln!(
+        "xtask bench: JWT aspect `{ASPECT}` checked on {WHOAMI_PATH}: logged in as id {}, \
+         username {}",
+        seen["id"], seen["username"]
+    );
+    Ok(seen)
+}
+
+/// [`ASPECT`] in the answer of `demo_echo::Whoami`, when it is logged in as
+/// the token's user.
+fn logged_in_aspect(reply: &str) -> Result<Value> {
+    let who: Value = serde_json::from_str(reply).with_context(|| {
+        format!("{WHOAMI_PATH} answered {reply:?}, not the JSON of demo_echo::Whoami")
+    })?;
+    let seen = &who["aspects"][ASPECT];
+    if seen["logged_in"] != true || seen["id"] != TOKEN_SUB {
+        bail!(
+            "the JWT aspect `{ASPECT}` does not resolve: with the bench's token in the \
+             cookie `{TOKEN_COOKIE}`, ws-provider's {WHOAMI_PATH} reports it as {seen} \
+             (expected logged in as id \"{TOKEN_SUB}\"); all aspects: {}. The bench stops \
+             rather than measure anonymous connections",
+            who["aspects"]
+        );
+    }
+    Ok(seen.clone())
+}
+
+/// The ws-bench arguments that send the bench's cookie.
+fn cookie_args(env: &Env) -> [String; 2] {
+    ["--cookie".to_owned(), env.cookie.clone()]
 }
 
 // ------------------------------------------------------------ processes
@@ -1226,6 +1424,8 @@ fn drive(env: &Env, s: &ScenarioDef, server: &Server) -> Result<Value> {
     if let Some((core, _)) = env.pin {
         args.extend(["--server-core".into(), core.to_string()]);
     }
+    // The same request to both servers: the baseline ignores the cookie.
+    args.extend(cookie_args(env));
     let extra: &[&str] = match s.id {
         "echo64" => &["--conns", "100", "--window", "16", "--size", "64"],
         "echo16k" => &["--conns", "50", "--window", "4", "--size", "16384"],
@@ -1336,6 +1536,7 @@ fn idle(env: &Env, server: &Server) -> Result<Value> {
         ]
         .iter()
         .map(|s| (*s).to_owned())
+        .chain(cookie_args(env))
         .collect();
         clients.push(Client::start(env, &args, true)?);
     }
@@ -1836,4 +2037,86 @@ fn machine_info(cores: usize, pin: Option<(usize, usize)>) -> Value {
         },
         "load_before": loadavg(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn token_verifies_with_the_written_secret() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("bench-jwt.secret");
+        let token = make_token(&key_file).unwrap();
+        let secret = std::fs::read(&key_file).unwrap();
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        // A second run makes a new secret.
+        let again = make_token(&key_file).unwrap();
+        let secret2 = std::fs::read(&key_file).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(secret.len(), 64);
+        assert_ne!(secret, secret2);
+        assert_ne!(token, again);
+        let decoded = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(&secret),
+            &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+        )
+        .unwrap();
+        let c = decoded.claims;
+        assert_eq!(c["sub"], TOKEN_SUB);
+        assert_eq!(c["name"], TOKEN_NAME);
+        let (iat, exp) = (c["iat"].as_u64().unwrap(), c["exp"].as_u64().unwrap());
+        assert_eq!(exp - iat, TOKEN_LIFETIME.as_secs());
+        // The token goes into a cookie as is.
+        assert!(
+            token
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        );
+    }
+
+    #[test]
+    fn aspect_table_names_the_key_file_and_cookie() {
+        let t = aspect_toml(Path::new("/tmp/b \"x\"/bench-jwt.secret")).unwrap();
+        assert!(t.contains("[[aspect]]\nname = \"bench.user\"\n"), "{t}");
+        assert!(
+            t.contains("credential = { cookie = \"bench_token\" }"),
+            "{t}"
+        );
+        assert!(t.contains("[aspect.jwt]\nalgorithm = \"HS256\"\n"), "{t}");
+        assert!(
+            t.contains(r#"key_file = "/tmp/b \"x\"/bench-jwt.secret""#),
+            "{t}"
+        );
+        assert!(t.contains("[aspect.jwt.claims]\nid = \"sub\"\nusername = \"name\"\n"));
+    }
+
+    #[test]
+    fn whoami_answers_are_judged() {
+        // What ws-provider answered with a good and with a bad token.
+        let good = r#"{"aspects":{"bench.user":{"groups":[],"id":"bench","logged_in":true,"username":"ws-bench"}},"connection":1}"#;
+        let bad = r#"{"aspects":{"bench.user":{"groups":[],"id":null,"logged_in":false,"username":null}},"connection":1}"#;
+        assert_eq!(logged_in_aspect(good).unwrap()["username"], "ws-bench");
+        let e = format!("{:#}", logged_in_aspect(bad).unwrap_err());
+        assert!(
+            e.contains("does not resolve") && e.contains("\"logged_in\":false"),
+            "{e}"
+        );
+        let other = r#"{"aspects":{"other":{"id":"bench","logged_in":true}}}"#;
+        assert!(logged_in_aspect(other).is_err());
+        assert!(logged_in_aspect("not json").is_err());
+    }
+
+    #[test]
+    fn out_option() {
+        let o = parse_opts(&["--quick".into(), "--out".into(), "/tmp/x".into()]).unwrap();
+        assert_eq!(o.out, Some(PathBuf::from("/tmp/x")));
+        assert!(parse_opts(&["--out".into()]).is_err());
+    }
 }

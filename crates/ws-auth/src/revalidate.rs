@@ -76,6 +76,12 @@ impl Revalidator {
         &self.entry.name
     }
 
+    /// Whether [`check`](Self::check) is local: it does no I/O and
+    /// completes on its first poll (a JWT, whose session ends at `exp`).
+    pub fn is_local(&self) -> bool {
+        self.entry.source.is_local()
+    }
+
     /// `revalidate_every` of the aspect (`None`: only at expiry).
     pub fn every(&self) -> Option<Duration> {
         self.entry.every

@@ -1,5 +1,6 @@
 //! Opening one WebSocket connection: TCP connect (optionally from a chosen
-//! loopback source address), the fixed upgrade request, and the answer.
+//! loopback source address), the fixed upgrade request (with the same
+//! cookies on every connection, when given), and the answer.
 
 use std::fmt;
 use std::io;
@@ -53,11 +54,18 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// A target for `path` on `addr`.
+    /// A target for `path` on `addr`, without cookies.
+    #[cfg(test)]
     pub(crate) fn new(addr: SocketAddr, path: &str) -> Self {
+        Self::with_cookie(addr, path, None)
+    }
+
+    /// A target for `path` on `addr` whose every handshake sends `cookie`
+    /// (`NAME=VALUE; …`) when given.
+    pub(crate) fn with_cookie(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Self {
         Self {
             addr,
-            request: wire::upgrade_request(&addr.to_string(), path),
+            request: wire::upgrade_request(&addr.to_string(), path, cookie),
         }
     }
 }

@@ -11,7 +11,12 @@
 //!
 //! Scenarios: `echo` (pipelined), `pingpong` (latency), `handshake` (rate),
 //! `idle` (hold connections for a memory reading), `fanout` (broadcast, where
-//! the server has the route) and `churn` (connect/disconnect soak).
+//! the server has the route) and `churn` (connect/disconnect soak); `probe`
+//! (one question, one answer) is a check, not a measurement.
+//!
+//! Every handshake of every scenario sends the same request, including the
+//! cookies given with `--cookie NAME=VALUE` (a login token, so that a
+//! server's authentication step runs on every connection).
 
 mod churn;
 mod common;
@@ -21,6 +26,7 @@ mod fanout;
 mod handshake;
 mod idle;
 mod pingpong;
+mod probe;
 mod procfs;
 #[cfg(test)]
 mod tests;
@@ -70,6 +76,13 @@ struct Common {
     /// Spread connections over this many source addresses 127.0.0.x.
     #[arg(long, default_value_t = 1)]
     sources: usize,
+    /// A cookie every handshake sends (repeatable: one `Cookie` header).
+    #[arg(long = "cookie", value_name = "NAME=VALUE", value_parser = parse_cookie)]
+    cookies: Vec<String>,
+}
+
+fn parse_cookie(s: &str) -> Result<String, String> {
+    wire::check_cookie(s).map(|()| s.to_owned())
 }
 
 impl Common {
@@ -147,6 +160,17 @@ enum Scenario {
         #[arg(long, default_value_t = 4)]
         window: u64,
     },
+    /// One connection, one text message; prints the first answer as `{"reply": TEXT}`.
+    Probe {
+        #[command(flatten)]
+        common: Common,
+        /// The text sent.
+        #[arg(long, default_value = "?")]
+        message: String,
+        /// Seconds to wait for the answer (connecting included).
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Connect/disconnect soak; checks the server's fds and RSS settle.
     Churn {
         #[command(flatten)]
@@ -181,7 +205,12 @@ fn target(c: &Common) -> Result<Arc<Target>> {
             c.addr
         );
     }
-    Ok(Arc::new(Target::new(c.addr, &c.path)))
+    let cookie = (!c.cookies.is_empty()).then(|| c.cookies.join("; "));
+    Ok(Arc::new(Target::with_cookie(
+        c.addr,
+        &c.path,
+        cookie.as_deref(),
+    )))
 }
 
 /// Raises the soft limit of open files to the hard limit.
@@ -293,6 +322,15 @@ fn run() -> Result<()> {
                     },
                 )
                 .await?,
+            ),
+            Scenario::Probe {
+                common,
+                message,
+                timeout,
+            } => Some(
+                probe::run(&*target(&common)?, &message, secs(timeout)?)
+                    .await
+                    .with_context(|| format!("probe of {}{}", common.addr, common.path))?,
             ),
             Scenario::Churn {
                 common,

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 
 use crate::common::Server;
 use crate::conn::Target;
-use crate::{echo, fanout, handshake, pingpong};
+use crate::{echo, fanout, handshake, pingpong, probe};
 
 const SHORT: Duration = Duration::from_millis(200);
 
@@ -176,4 +176,70 @@ async fn fanout_without_the_route_is_unavailable() {
     let v = fanout::run(target, fanout_params()).await.unwrap();
     assert_eq!(v["available"], false, "{v}");
     assert_eq!(v["status"], 404, "{v}");
+}
+
+/// A server on `/whoami` that answers every message with the `Cookie`
+/// header of the handshake (empty without one); other paths get 404.
+async fn cookie_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut cookie = String::new();
+                #[expect(
+                    clippy::result_large_err,
+                    reason = "the signature of tungstenite's handshake callback"
+                )]
+                let cb = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                    if req.uri().path() != "/whoami" {
+                        let mut r = ErrorResponse::new(None);
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                        return Err(r);
+                    }
+                    cookie = req
+                        .headers()
+                        .get_all("cookie")
+                        .iter()
+                        .map(|v| v.to_str().unwrap_or("?"))
+                        .collect::<Vec<_>>()
+                        .join(" | ");
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(Message::text(cookie.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn probe_sends_the_cookie_once_per_handshake() {
+    let addr = cookie_server().await;
+    let with = Target::with_cookie(addr, "/whoami", Some("bench_token=abc.def; x=y"));
+    let v = probe::run(&with, "?", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(v["reply"], "bench_token=abc.def; x=y", "{v}");
+    let without = Target::new(addr, "/whoami");
+    let v = probe::run(&without, "?", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(v["reply"], "", "{v}");
+}
+
+#[tokio::test]
+async fn probe_of_a_missing_route_fails() {
+    let addr = cookie_server().await;
+    let e = probe::run(&Target::new(addr, "/nowhere"), "?", Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("HTTP 404"), "{e:#}");
 }

@@ -23,13 +23,15 @@ const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// Opcode of a binary data frame.
 pub(crate) const OP_BINARY: u8 = 0x2;
 /// Opcode of a text data frame.
-#[cfg(test)]
 pub(crate) const OP_TEXT: u8 = 0x1;
 /// Opcode of a close frame.
 pub(crate) const OP_CLOSE: u8 = 0x8;
 
-/// The upgrade request for `path` on `host` (`127.0.0.1:PORT`).
-pub(crate) fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
+/// The upgrade request for `path` on `host` (`127.0.0.1:PORT`), with a
+/// `Cookie` header when `cookie` is given (`NAME=VALUE; NAME2=VALUE2`, as
+/// HTTP/1.1 sends several cookies).
+pub(crate) fn upgrade_request(host: &str, path: &str, cookie: Option<&str>) -> Vec<u8> {
+    let cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n"));
     format!(
         "GET {path} HTTP/1.1\r\n\
          Host: {host}\r\n\
@@ -38,9 +40,32 @@ pub(crate) fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
          Sec-WebSocket-Key: {KEY}\r\n\
          Sec-WebSocket-Version: 13\r\n\
          Origin: {ORIGIN}\r\n\
+         {cookie}\
          \r\n"
     )
     .into_bytes()
+}
+
+/// Checks one `--cookie` argument, `NAME=VALUE`: a token name (RFC 6265)
+/// and a value without spaces, quotes, commas, semicolons or backslashes,
+/// so that it goes into the request as is.
+pub(crate) fn check_cookie(pair: &str) -> Result<(), String> {
+    let Some((name, value)) = pair.split_once('=') else {
+        return Err(format!("`{pair}` is not NAME=VALUE"));
+    };
+    let separator = |c: char| "()<>@,;:\\\"/[]?={} \t".contains(c);
+    if name.is_empty() || name.chars().any(|c| !c.is_ascii_graphic() || separator(c)) {
+        return Err(format!("`{name}` is not a valid cookie name"));
+    }
+    if value
+        .chars()
+        .any(|c| !c.is_ascii_graphic() || matches!(c, '"' | ',' | ';' | '\\'))
+    {
+        return Err(format!(
+            "the value of cookie `{name}` has a character a cookie value cannot have"
+        ));
+    }
+    Ok(())
 }
 
 /// A masked client frame (FIN set) with `opcode` and `payload`.
@@ -214,6 +239,29 @@ mod tests {
         assert_eq!(f[6] ^ MASK[0], b'a');
         assert_eq!(client_frame(OP_BINARY, &payload(300))[1], 0x80 | 126);
         assert_eq!(client_frame(OP_BINARY, &payload(70_000))[1], 0x80 | 127);
+    }
+
+    #[test]
+    fn cookie_goes_into_the_request() {
+        let plain = String::from_utf8(upgrade_request("127.0.0.1:1", "/echo", None)).unwrap();
+        assert!(!plain.contains("Cookie"));
+        assert!(plain.ends_with("Origin: http://localhost\r\n\r\n"));
+        let with =
+            String::from_utf8(upgrade_request("127.0.0.1:1", "/echo", Some("a=b; c=d"))).unwrap();
+        assert!(with.ends_with("Origin: http://localhost\r\nCookie: a=b; c=d\r\n\r\n"));
+        assert!(check_cookie("bench_token=eyJhbGci.eyJzdWIi.c2ln-_").is_ok());
+        assert!(check_cookie("empty=").is_ok());
+        for bad in [
+            "novalue",
+            "=v",
+            "a b=c",
+            "a=b;c",
+            "a=b c",
+            "a=\"b\"",
+            "a=b\r\nX: y",
+        ] {
+            assert!(check_cookie(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -1,12 +1,14 @@
 //! One open WebSocket connection, as a component sees it.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use http::{Extensions, HeaderMap};
-use tokio::sync::{Notify, mpsc};
 
 use crate::aspect::{Aspects, UserAspect};
 use crate::hub::{Hub, HubError};
@@ -105,15 +107,39 @@ impl SendError {
 struct Inner {
     id: ConnectionId,
     info: HandshakeInfo,
-    tx: mpsc::Sender<Message>,
-    closing: AtomicBool,
-    close_frame: Mutex<Option<CloseFrame>>,
-    close_notify: Notify,
+    queue: Mutex<Queue>,
+    capacity: usize,
     state: Mutex<Extensions>,
     aspects: Mutex<Aspects>,
     hub: Hub,
     registered: AtomicBool,
 }
+
+impl Inner {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection's outgoing queue and what ends it, behind one lock that
+/// only the connection's senders and its writer take (never a lock shared
+/// with other connections). It allocates nothing until the first message,
+/// and gives memory back after a burst.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Message>,
+    /// Set by [`Connection::close`]: the frame to send once `items` are out.
+    close_frame: Option<CloseFrame>,
+    /// No more sends: a close was asked for, or the writer is gone.
+    closing: bool,
+    /// The writer handed out the close (or went away).
+    done: bool,
+    /// The writer waiting for something to write.
+    waker: Option<Waker>,
+}
+
+/// Queued messages above this many are not kept allocated once written.
+const KEEP_QUEUED: usize = 64;
 
 /// An open connection: cheap to clone, safe to keep and use from any task.
 ///
@@ -148,15 +174,12 @@ impl Connection {
     /// A connection registered with `hub` until its outbox is closed or
     /// dropped.
     pub fn with_hub(mut info: HandshakeInfo, queue_capacity: usize, hub: Hub) -> (Self, Outbox) {
-        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let aspects = std::mem::take(&mut info.aspects);
         let inner = Arc::new(Inner {
             id: ConnectionId::next(),
             info,
-            tx,
-            closing: AtomicBool::new(false),
-            close_frame: Mutex::new(None),
-            close_notify: Notify::new(),
+            queue: Mutex::new(Queue::default()),
+            capacity: queue_capacity.max(1),
             state: Mutex::new(Extensions::new()),
             aspects: Mutex::new(aspects),
             hub,
@@ -165,9 +188,7 @@ impl Connection {
         let conn = Self { inner };
         conn.inner.hub.backend().register(&conn);
         let outbox = Outbox {
-            rx,
             conn: Arc::clone(&conn.inner),
-            close_taken: false,
         };
         (conn, outbox)
     }
@@ -224,32 +245,42 @@ impl Connection {
     /// full; [`SendError::Closed`] once the connection is closing or closed.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = message.into();
-        if self.inner.closing.load(Ordering::Acquire) {
+        let mut q = self.inner.lock_queue();
+        if q.closing {
             return Err(SendError::Closed(message));
         }
-        self.inner.tx.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(m) => SendError::Full(m),
-            mpsc::error::TrySendError::Closed(m) => SendError::Closed(m),
-        })
+        if q.items.len() >= self.inner.capacity {
+            return Err(SendError::Full(message));
+        }
+        q.items.push_back(message);
+        let waker = q.waker.take();
+        drop(q);
+        // Woken outside the lock, and only when the writer waits.
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
     }
 
     /// Closes the connection with `code` and `reason` after the messages
     /// already queued. Later sends fail; only the first close counts.
     pub fn close(&self, code: CloseCode, reason: impl Into<Utf8Bytes>) {
-        if self.inner.closing.swap(true, Ordering::AcqRel) {
+        let mut q = self.inner.lock_queue();
+        if q.closing {
             return;
         }
-        *self
-            .inner
-            .close_frame
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(CloseFrame::new(code, reason));
-        self.inner.close_notify.notify_one();
+        q.closing = true;
+        q.close_frame = Some(CloseFrame::new(code, reason));
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.closing.load(Ordering::Acquire) || self.inner.tx.is_closed()
+        self.inner.lock_queue().closing
     }
 
     /// The aspect `name`; anonymous (`logged_in == false`) when the visitor
@@ -271,7 +302,7 @@ impl Connection {
         old
     }
 
-    fn lock_aspects(&self) -> std::sync::MutexGuard<'_, Aspects> {
+    fn lock_aspects(&self) -> MutexGuard<'_, Aspects> {
         self.inner
             .aspects
             .lock()
@@ -314,7 +345,7 @@ impl Connection {
         self.lock_state().get_mut::<T>().map(f)
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, Extensions> {
+    fn lock_state(&self) -> MutexGuard<'_, Extensions> {
         self.inner
             .state
             .lock()
@@ -336,9 +367,7 @@ pub enum Outgoing {
 ///
 /// Dropping it makes further sends fail with [`SendError::Closed`].
 pub struct Outbox {
-    rx: mpsc::Receiver<Message>,
     conn: Arc<Inner>,
-    close_taken: bool,
 }
 
 impl fmt::Debug for Outbox {
@@ -356,59 +385,68 @@ impl Outbox {
     ///
     /// Cancel safe: no message is lost when the future is dropped.
     pub async fn recv(&mut self, buf: &mut Vec<Message>, limit: usize) -> Option<Outgoing> {
-        if self.close_taken {
-            return None;
-        }
-        let limit = limit.max(1);
-        if !self.conn.closing.load(Ordering::Acquire) {
-            tokio::select! {
-                biased;
-                n = self.rx.recv_many(buf, limit) => {
-                    // The connection holds a sender, so the queue cannot end
-                    // while we hold `conn`; n is at least 1.
-                    return Some(Outgoing::Messages(n));
-                }
-                () = self.conn.close_notify.notified() => {}
+        poll_fn(|cx| self.poll_recv(cx, buf, limit)).await
+    }
+
+    /// [`recv`](Self::recv) as a poll: `Pending` (with `cx`'s waker kept to
+    /// be woken by the next send or close) while nothing is queued.
+    ///
+    /// Costs one uncontended lock; the waker is cloned only when it changed.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<Message>,
+        limit: usize,
+    ) -> Poll<Option<Outgoing>> {
+        let mut q = self.conn.lock_queue();
+        if !q.items.is_empty() {
+            let n = q.items.len().min(limit.max(1));
+            buf.extend(q.items.drain(..n));
+            if q.items.is_empty() && q.items.capacity() > KEEP_QUEUED {
+                q.items = VecDeque::new();
             }
+            return Poll::Ready(Some(Outgoing::Messages(n)));
         }
-        // Closing: deliver what was queued before the close, then the close.
-        let before = buf.len();
-        while buf.len() - before < limit {
-            match self.rx.try_recv() {
-                Ok(m) => buf.push(m),
-                Err(_) => break,
-            }
+        if q.done {
+            return Poll::Ready(None);
         }
-        if buf.len() > before {
-            return Some(Outgoing::Messages(buf.len() - before));
+        if q.closing {
+            // Closing with nothing left queued: hand out the close once.
+            q.done = true;
+            let frame = q
+                .close_frame
+                .take()
+                .unwrap_or_else(|| CloseFrame::new(CloseCode::NORMAL, ""));
+            return Poll::Ready(Some(Outgoing::Close(frame)));
         }
-        self.close_taken = true;
-        let frame = self
-            .conn
-            .close_frame
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or_else(|| CloseFrame::new(CloseCode::NORMAL, ""));
-        Some(Outgoing::Close(frame))
+        match &q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Messages queued and not yet taken.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.conn.lock_queue().items.len()
     }
 
     /// Whether [`recv`](Self::recv) has nothing to hand out: no message queued
     /// and no close pending.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty() && (self.close_taken || !self.conn.closing.load(Ordering::Acquire))
+        let q = self.conn.lock_queue();
+        q.items.is_empty() && (q.done || !q.closing)
     }
 
-    /// Marks the connection closed: sends fail from now on. The server calls
-    /// this as soon as the connection ends, whoever ended it.
+    /// Marks the connection closed: sends fail from now on; what is already
+    /// queued can still be taken. The server calls this as soon as the
+    /// connection ends, whoever ended it.
     pub fn mark_closed(&mut self) {
-        self.conn.closing.store(true, Ordering::Release);
-        self.rx.close();
+        {
+            let mut q = self.conn.lock_queue();
+            q.closing = true;
+            q.waker = None;
+        }
         if self.conn.registered.swap(false, Ordering::AcqRel) {
             self.conn.hub.backend().unregister(self.conn.id);
         }
@@ -418,6 +456,13 @@ impl Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         self.mark_closed();
+        // Nobody takes them any more; clones of the connection may live on.
+        let left = {
+            let mut q = self.conn.lock_queue();
+            q.done = true;
+            std::mem::take(&mut q.items)
+        };
+        drop(left);
     }
 }
 
@@ -479,6 +524,47 @@ mod tests {
             got,
             Some(Outgoing::Close(CloseFrame::new(CloseCode::NORMAL, "done")))
         );
+    }
+
+    #[tokio::test]
+    async fn send_wakes_a_waiting_outbox() {
+        let (conn, mut outbox) = Connection::new(info(), 8);
+        let waiter = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let got = outbox.recv(&mut buf, 8).await;
+            (got, buf)
+        });
+        tokio::task::yield_now().await;
+        conn.send("late").unwrap();
+        let (got, buf) = waiter.await.unwrap();
+        assert_eq!(got, Some(Outgoing::Messages(1)));
+        assert_eq!(buf, vec![Message::from("late")]);
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_not_kept_allocated_and_limits_hold() {
+        let (conn, mut outbox) = Connection::new(info(), 1000);
+        for i in 0..1000 {
+            conn.send(i.to_string()).unwrap();
+        }
+        assert!(matches!(conn.send("over"), Err(SendError::Full(_))));
+        let mut buf = Vec::new();
+        let mut taken = 0;
+        while taken < 1000 {
+            let Some(Outgoing::Messages(n)) = outbox.recv(&mut buf, 300).await else {
+                panic!("messages expected");
+            };
+            assert!(n <= 300);
+            taken += n;
+        }
+        assert_eq!(buf.len(), 1000);
+        assert_eq!(buf[999], Message::from("999"));
+        assert!(outbox.is_empty());
+        assert_eq!(conn.inner.lock_queue().items.capacity(), 0);
+        // A queue that never grew past the threshold keeps its allocation.
+        conn.send("x").unwrap();
+        assert_eq!(outbox.recv(&mut buf, 8).await, Some(Outgoing::Messages(1)));
+        assert!(conn.inner.lock_queue().items.capacity() > 0);
     }
 
     #[test]

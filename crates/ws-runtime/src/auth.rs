@@ -15,23 +15,28 @@
 //!   read them; one may also insert its own when no aspect is configured),
 //!   the [`Revalidator`]s in a crate-private holder; the upgrade moves both
 //!   into the connection.
-//! - **Revalidation is one task per connection that has something to
-//!   re-check**, tied to the session (aborted when it ends). It only sends
+//! - **Sessions that end at a known time cost a timer, not a task.** When
+//!   every session of a connection is checked locally (a JWT ends at its
+//!   `exp`), the session's loop holds one timer set to the next due check
+//!   and runs that check itself: no task, no channel.
+//! - **Otherwise revalidation is one task per connection that has something
+//!   to re-check**, tied to the session (aborted when it ends). It only sends
 //!   events; the session's loop applies them between messages, so
 //!   `on_aspect_change` never runs concurrently with `on_message`, before
 //!   `on_open` or after `on_close`. A connection without a revalidator (every
 //!   anonymous one) has no task and its loop no extra branch to poll.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use http::StatusCode;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use ws_auth::{AspectConfig, Authenticator, Credential, Revalidator, SessionEnd};
+use ws_auth::{AspectConfig, Authenticator, Check, Credential, Revalidator, SessionEnd};
 use ws_core::{Aspects, CloseCode, CloseFrame, UserAspect};
 
 use crate::config::{AspectSettings, OnSessionEnd};
@@ -235,30 +240,124 @@ pub(crate) enum AuthEvent {
 
 /// The revalidation of one connection's sessions: dropping it stops it.
 #[derive(Debug)]
-pub(crate) struct Watch {
-    events: mpsc::UnboundedReceiver<AuthEvent>,
-    _task: AbortOnDropHandle<()>,
+pub(crate) enum Watch {
+    /// Every check is local: one timer, polled by the session itself.
+    Local(Box<LocalWatch>),
+    /// Checks that do I/O run on a task of their own.
+    Task {
+        events: mpsc::UnboundedReceiver<AuthEvent>,
+        _task: AbortOnDropHandle<()>,
+    },
 }
 
 impl Watch {
     /// The next event; `None` once every session is done being watched
     /// (each was downgraded).
     pub(crate) async fn next(&mut self) -> Option<AuthEvent> {
-        self.events.recv().await
+        match self {
+            Self::Local(w) => w.next().await,
+            Self::Task { events, .. } => events.recv().await,
+        }
     }
 }
 
-/// Starts re-checking `revalidators` on one task; `None` when there is
-/// nothing to re-check.
+/// Sessions whose checks need no I/O, re-checked when the earliest is due.
+#[derive(Debug)]
+pub(crate) struct LocalWatch {
+    sessions: Vec<(Revalidator, OnSessionEnd)>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LocalWatch {
+    fn new(sessions: Vec<(Revalidator, OnSessionEnd)>) -> Self {
+        let mut w = Self {
+            sessions,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        };
+        w.arm();
+        w
+    }
+
+    /// Sets the timer to the earliest due check; `false` when none is ever
+    /// due.
+    fn arm(&mut self) -> bool {
+        let now = SystemTime::now();
+        let Some(due) = self
+            .sessions
+            .iter()
+            .filter_map(|(r, _)| r.next_check(now))
+            .min()
+        else {
+            return false;
+        };
+        let wait = due.duration_since(now).unwrap_or(Duration::ZERO);
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + wait);
+        true
+    }
+
+    async fn next(&mut self) -> Option<AuthEvent> {
+        loop {
+            if self.sessions.is_empty() {
+                return None;
+            }
+            if !self.arm() {
+                return std::future::pending().await;
+            }
+            self.timer.as_mut().await;
+            let now = SystemTime::now();
+            let mut i = 0;
+            while i < self.sessions.len() {
+                let (r, on_end) = &mut self.sessions[i];
+                if r.next_check(now).is_some_and(|due| due <= now) {
+                    // A local check completes on its first poll.
+                    let check = r.check().now_or_never();
+                    if matches!(check, Some(Check::Ended)) {
+                        let on_end = *on_end;
+                        let (r, _) = self.sessions.swap_remove(i);
+                        let name = r.name().to_owned();
+                        return Some(match on_end {
+                            OnSessionEnd::Downgrade => AuthEvent::Downgrade(name),
+                            OnSessionEnd::Close => AuthEvent::Close(
+                                name,
+                                CloseFrame::new(CloseCode::POLICY_VIOLATION, SESSION_ENDED),
+                            ),
+                        });
+                    }
+                }
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Starts re-checking `revalidators`: on the session's own timer when every
+/// check is local, else on one task; `None` when there is nothing to
+/// re-check.
 pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch> {
     if revalidators.is_empty() {
         return None;
+    }
+    let on_end = |r: &Revalidator| {
+        auth.find(r.name())
+            .map_or(OnSessionEnd::Close, |a| a.on_end)
+    };
+    if revalidators.iter().all(Revalidator::is_local) {
+        let sessions = revalidators
+            .into_iter()
+            .map(|r| {
+                let end = on_end(&r);
+                (r, end)
+            })
+            .collect();
+        return Some(Watch::Local(Box::new(LocalWatch::new(sessions))));
     }
     let (tx, events) = mpsc::unbounded_channel();
     let running: FuturesUnordered<_> = revalidators
         .into_iter()
         .map(|r| {
-            let on_end = auth.find(r.name()).map_or(OnSessionEnd::Close, |a| a.on_end);
+            let on_end = on_end(&r);
             let tx = tx.clone();
             async move {
                 let name = r.name().to_owned();
@@ -295,7 +394,7 @@ pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch
         let mut running = running;
         while running.next().await.is_some() {}
     });
-    Some(Watch {
+    Some(Watch::Task {
         events,
         _task: AbortOnDropHandle::new(task),
     })

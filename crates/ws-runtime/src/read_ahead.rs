@@ -7,10 +7,15 @@
 //! asks for small chunks, and when the socket has data this adapter reads up
 //! to `chunk` bytes at once into a buffer it frees again as soon as it is
 //! drained. An idle connection holds no read buffer here at all.
+//!
+//! It also notes when data last came from the socket, so the session knows
+//! how long the peer has been silent (keepalive) and when messages arrived
+//! (message rate) without reading the clock once per message.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,6 +29,7 @@ pub(crate) struct ReadAhead<S> {
     inner: S,
     pending: BytesMut,
     chunk: usize,
+    last_read: Instant,
 }
 
 impl<S> ReadAhead<S> {
@@ -34,6 +40,19 @@ impl<S> ReadAhead<S> {
             inner,
             pending: BytesMut::from(prefix),
             chunk,
+            last_read: Instant::now(),
+        }
+    }
+
+    /// When data last came from the socket (or the adapter was made).
+    pub(crate) fn last_read(&self) -> Instant {
+        self.last_read
+    }
+
+    /// Notes the time when a read brought data.
+    fn note(&mut self, got: bool) {
+        if got {
+            self.last_read = Instant::now();
         }
     }
 
@@ -60,11 +79,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             return Poll::Ready(Ok(()));
         }
         if out.remaining() >= this.chunk {
-            return Pin::new(&mut this.inner).poll_read(cx, out);
+            let before = out.filled().len();
+            let r = Pin::new(&mut this.inner).poll_read(cx, out);
+            this.note(out.filled().len() > before);
+            return r;
         }
         this.pending.reserve(this.chunk);
         match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.pending) {
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
+                this.note(n > 0);
                 // 0 bytes read is the end of the stream: `out` stays empty.
                 this.serve(out);
                 Poll::Ready(Ok(()))
@@ -121,6 +144,8 @@ mod tests {
     async fn serves_prefix_then_large_reads_in_small_pieces() {
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut ra = ReadAhead::new(rx, 4096, b"pre");
+        let start = ra.last_read();
+        std::thread::sleep(std::time::Duration::from_millis(2));
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         tx.write_all(&data).await.unwrap();
         drop(tx);
@@ -133,6 +158,7 @@ mod tests {
             }
             got.extend_from_slice(&small[..n]);
         }
+        assert!(ra.last_read() > start, "reads that brought data are noted");
         assert_eq!(&got[..3], b"pre");
         assert_eq!(&got[3..], &data[..]);
         // Drained and at the end: no buffer is held.
@@ -147,5 +173,6 @@ mod tests {
         let r = tokio::time::timeout(std::time::Duration::from_millis(20), ra.read(&mut buf)).await;
         assert!(r.is_err(), "nothing to read yet");
         assert_eq!(ra.pending.capacity(), 0);
+        assert!(ra.last_read().elapsed() >= std::time::Duration::from_millis(20));
     }
 }

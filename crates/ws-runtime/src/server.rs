@@ -2,14 +2,16 @@
 //! the pipeline, sessions, graceful shutdown.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -18,11 +20,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt as _};
 use ws_core::{
-    Aspects, BoxError, Component, Connection, HandshakeInfo, Hub, LocalHub, ServerContext,
+    Aspects, BoxError, CloseCode, Component, Connection, ConnectionId, HandshakeInfo, Hub,
+    LocalHub, ServerContext,
 };
 use ws_ratelimit::{AddressMessageLimiter, ConnectionLimiter, ConnectionPermit, LimitError};
 use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
@@ -249,7 +251,7 @@ impl ServerBuilder {
             hub,
             auth,
             config,
-            shutdown: CancellationToken::new(),
+            sessions: Sessions::default(),
             tracker: TaskTracker::new(),
             open: AtomicUsize::new(0),
         });
@@ -332,8 +334,8 @@ struct Shared {
     hub: Hub,
     /// The configured aspects; `None` when there is none (no auth stage).
     auth: Option<Arc<Auth>>,
-    /// Cancelled when shutdown starts: sessions close with 1001.
-    shutdown: CancellationToken,
+    /// Every open session, so shutdown can close them with 1001.
+    sessions: Sessions,
     /// Every connection task, so shutdown can wait for them.
     tracker: TaskTracker,
     /// Open WebSocket sessions.
@@ -461,7 +463,7 @@ impl Server {
         );
         background.abort_all();
         while background.join_next().await.is_some() {}
-        shared.shutdown.cancel();
+        shared.sessions.close_all();
         shared.tracker.close();
         // Sessions bound their own close handshake by shutdown_timeout; the
         // margin covers handshakes in flight and on_close hooks.
@@ -718,10 +720,20 @@ fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse
     let response = handshake::switching_protocols(&key, info.subprotocol.as_deref());
     let upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
+    // One box for what the session starts from, so the task (alive as long
+    // as the connection) carries a pointer, not the values.
+    let upgrading = Box::new(Upgrading {
+        info,
+        index,
+        permits,
+        revalidators,
+    });
     shared.tracker.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                start_session(task_shared, upgraded, info, index, permits, revalidators).await;
+                if let Some(session) = open_session(&task_shared, upgraded, upgrading) {
+                    run_session(task_shared, Box::new(session)).await;
+                }
             }
             // The permits drop here: the places are released.
             Err(e) => tracing::debug!(%client, error = %e, "upgrade failed"),
@@ -730,35 +742,78 @@ fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse
     response
 }
 
-async fn start_session(
-    shared: Arc<Shared>,
-    upgraded: hyper::upgrade::Upgraded,
+/// What an accepted handshake hands to its session.
+struct Upgrading {
     info: HandshakeInfo,
     index: usize,
     permits: Vec<ConnectionPermit>,
     revalidators: Vec<ws_auth::Revalidator>,
-) {
-    // Held until the session has ended, whatever ends it.
-    let _permits = permits;
+}
+
+/// A session ready to run.
+struct OpenSession {
+    ws: session::Ws,
+    conn: Connection,
+    outbox: ws_core::Outbox,
+    index: usize,
+    /// Held until the session has ended, whatever ends it.
+    permits: Vec<ConnectionPermit>,
+    revalidators: Vec<ws_auth::Revalidator>,
+}
+
+/// Builds the session's stream and connection, without awaiting anything
+/// (so none of it stays in the connection's task).
+fn open_session(
+    shared: &Shared,
+    upgraded: hyper::upgrade::Upgraded,
+    upgrading: Box<Upgrading>,
+) -> Option<OpenSession> {
+    let Upgrading {
+        mut info,
+        index,
+        permits,
+        revalidators,
+    } = *upgrading;
     let route = &shared.mounted[index];
     // Take back the plain stream so the session does not pay for hyper's
     // boxed IO on every read and write.
     let Ok(parts) = upgraded.downcast::<TokioIo<Io>>() else {
         tracing::error!("upgraded connection has an unexpected IO type");
-        return;
+        return None;
     };
     let io = parts.io.into_inner();
     // `read_buf` and the header values point into hyper's 8 KiB read buffers;
     // holding either would pin that memory for the connection's whole life.
-    let read_buf = parts.read_buf;
-    let io = ReadAhead::new(io, shared.config.read_buffer_size, &read_buf);
-    drop(read_buf);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).await;
-    let mut info = info;
+    let io = ReadAhead::new(io, shared.config.read_buffer_size, &parts.read_buf);
+    drop(parts.read_buf);
+    // Completes on its first poll (there is no handshake left to do).
+    let ws =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).now_or_never()?;
     info.headers = detached(&info.headers);
-    let client = info.client_addr;
     let (conn, outbox) =
         Connection::with_hub(info, shared.config.outgoing_queue, shared.hub.clone());
+    Some(OpenSession {
+        ws,
+        conn,
+        outbox,
+        index,
+        permits,
+        revalidators,
+    })
+}
+
+async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
+    let OpenSession {
+        ws,
+        conn,
+        outbox,
+        index,
+        permits: _permits,
+        revalidators,
+    } = *session;
+    let route = &shared.mounted[index];
+    let client = conn.client_addr();
+    let _entered = shared.sessions.enter(&conn);
     tracing::debug!(
         conn = %conn.id(),
         route = %conn.handshake().route,
@@ -779,21 +834,80 @@ async fn start_session(
         .and_then(|auth| auth::watch(auth, revalidators));
     shared.open.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    session::run(
+    session::run(Box::new(session::Session {
         ws,
-        conn.clone(),
+        conn: conn.clone(),
         outbox,
-        Arc::clone(&route.component),
-        shared.session.clone(),
+        component: Arc::clone(&route.component),
+        cfg: &shared.session,
         guard,
-        session::Signals {
-            shutdown: shared.shutdown.clone(),
+        signals: session::Signals {
+            shutting_down: &shared.sessions.closing,
             watch,
         },
-    )
+    }))
     .await;
     shared.open.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(conn = %conn.id(), duration_ms = started.elapsed().as_millis() as u64, "session ended");
+}
+
+/// The open sessions of a server, closed all at once at shutdown.
+///
+/// Shutdown reaches each connection through its own queue
+/// ([`Connection::close`]), so a session polls nothing that all sessions
+/// share; the lock here is taken once when a session starts and once when
+/// it ends, never per message.
+#[derive(Default)]
+struct Sessions {
+    /// Set when shutdown starts; sessions entering later close at once.
+    closing: AtomicBool,
+    open: Mutex<HashMap<ConnectionId, Connection>>,
+}
+
+impl Sessions {
+    /// Registers `conn` until the returned guard drops.
+    fn enter<'a>(&'a self, conn: &Connection) -> SessionEntry<'a> {
+        self.lock().insert(conn.id(), conn.clone());
+        // After the insert: either `close_all` sees the entry, or this sees
+        // the flag (both are sequentially consistent).
+        if self.closing.load(Ordering::SeqCst) {
+            conn.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+        }
+        SessionEntry {
+            sessions: self,
+            id: conn.id(),
+        }
+    }
+
+    /// Closes every open session with 1001, now and from now on.
+    fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let open: Vec<Connection> = self.lock().values().cloned().collect();
+        for conn in open {
+            conn.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Connection>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The close reason every client gets at shutdown.
+const SHUTDOWN_REASON: &str = "server shutting down";
+
+/// A session's place in [`Sessions`], given up on drop.
+struct SessionEntry<'a> {
+    sessions: &'a Sessions,
+    id: ConnectionId,
+}
+
+impl Drop for SessionEntry<'_> {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.id);
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

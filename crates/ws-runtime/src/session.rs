@@ -11,6 +11,8 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
@@ -19,7 +21,6 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
-use tokio_util::sync::CancellationToken;
 use ws_core::{
     BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Outbox,
     Outgoing, UserAspect,
@@ -28,11 +29,19 @@ use ws_ratelimit::{AddressMessageRate, MessageRate};
 
 use crate::auth::{AuthEvent, Watch};
 use crate::convert;
+use crate::io::Io;
+use crate::read_ahead::ReadAhead;
+
+/// The stream of every session: the client socket under the read adapter.
+pub(crate) type Ws = WebSocketStream<ReadAhead<Io>>;
 
 /// Messages read in a row before queued output is written regardless.
 const READ_BUDGET: u32 = 64;
 /// Messages written per batch (one flush each).
 const WRITE_BATCH: usize = 128;
+/// Batch buffer capacity kept between batches (larger bursts give the rest
+/// back).
+const KEEP_BATCH: usize = 32;
 /// How long a close handshake may take after the server sent its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
@@ -71,14 +80,13 @@ impl MessageGuard {
         }
     }
 
-    /// Admits one data message, or gives the 1008 close that ends the
-    /// connection.
+    /// Admits one data message that arrived at `now`, or gives the 1008
+    /// close that ends the connection.
     #[inline]
-    fn check(&mut self) -> Result<(), CloseFrame> {
+    fn check(&mut self, now: std::time::Instant) -> Result<(), CloseFrame> {
         if !self.active {
             return Ok(());
         }
-        let now = std::time::Instant::now();
         if self.rate.check(now).is_err() {
             return Err(CloseFrame::new(
                 CloseCode::POLICY_VIOLATION,
@@ -160,89 +168,63 @@ fn close_for_error(err: &WsError) -> Option<CloseFrame> {
 }
 
 /// What ends or changes a session from outside its socket.
-pub(crate) struct Signals {
-    /// Cancelled at shutdown: close with 1001.
-    pub(crate) shutdown: CancellationToken,
+pub(crate) struct Signals<'a> {
+    /// Set when the server shuts down, before it closes every connection
+    /// with 1001 through [`Connection::close`]: such a close waits up to
+    /// the shutdown timeout for the client's answer. (No future shared by
+    /// every session is polled per message.)
+    pub(crate) shutting_down: &'a AtomicBool,
     /// The re-checking of the connection's sessions (see [`crate::auth`]),
     /// if it has any; dropped, which stops it, before `on_close`.
     pub(crate) watch: Option<Watch>,
 }
 
+/// Everything a session owns, in one allocation: an `async fn` keeps its
+/// arguments in its future twice (as given and as bound), so passing them
+/// one by one would double their size in every connection's task.
+pub(crate) struct Session<'a> {
+    pub(crate) ws: Ws,
+    pub(crate) conn: Connection,
+    pub(crate) outbox: Outbox,
+    pub(crate) component: Arc<dyn Component>,
+    pub(crate) cfg: &'a SessionConfig,
+    pub(crate) guard: MessageGuard,
+    pub(crate) signals: Signals<'a>,
+}
+
 /// Runs one connection from `on_open` to `on_close`.
-pub(crate) async fn run<S>(
-    mut ws: WebSocketStream<S>,
-    conn: Connection,
-    mut outbox: Outbox,
-    component: Arc<dyn Component>,
-    cfg: SessionConfig,
-    mut guard: MessageGuard,
-    mut signals: Signals,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let end = match guarded(component.on_open(&conn)).await {
+pub(crate) async fn run(mut session: Box<Session<'_>>) {
+    let Session {
+        ws,
+        conn,
+        outbox,
+        component,
+        cfg,
+        guard,
+        signals,
+    } = &mut *session;
+    let (conn, component, cfg) = (&*conn, &**component, &**cfg);
+    let end = match guarded(component.on_open(conn)).await {
         Err(e) => {
             tracing::warn!(conn = %conn.id(), error = %e, "on_open failed");
-            component.on_error(&conn, e).await;
+            component.on_error(conn, e).await;
             End::ServerCloses(
                 CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
                 CloseInitiator::Server,
                 CLOSE_GRACE,
             )
         }
-        Ok(()) => {
-            main_loop(
-                &mut ws,
-                &conn,
-                &mut outbox,
-                &*component,
-                &cfg,
-                &mut guard,
-                &mut signals,
-            )
-            .await
-        }
+        Ok(()) => main_loop(ws, conn, outbox, component, cfg, guard, signals).await,
     };
     drop(signals.watch.take());
     outbox.mark_closed();
-    let reason = match end {
-        End::ClientClosed(frame) => {
-            // tungstenite queued the reply; flush it and let the client close.
-            let _ = timeout(CLOSE_GRACE, finish_close(&mut ws)).await;
-            CloseReason {
-                frame,
-                initiator: CloseInitiator::Client,
-            }
-        }
-        End::ServerCloses(frame, initiator, grace) => {
-            let deadline = Instant::now() + grace;
-            // Answers to messages read before the reason to close (a bad
-            // frame, a limit, shutdown) still go out first: RFC 6455 fails
-            // the connection from the offending frame on, not before it.
-            let mut buf = Vec::new();
-            while let Some(Outgoing::Messages(_)) = outbox.recv(&mut buf, WRITE_BATCH).await {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if !write_batch(&mut ws, &mut buf, left).await {
-                    break;
-                }
-            }
-            if timeout_at(deadline, ws.close(Some(convert::close_to_wire(&frame))))
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
-                let _ = timeout_at(deadline, finish_close(&mut ws)).await;
-            }
-            CloseReason {
-                frame: Some(frame),
-                initiator,
-            }
-        }
-        End::Dropped => CloseReason {
-            frame: None,
-            initiator: CloseInitiator::Transport,
-        },
-    };
-    drop(ws);
+    // Boxed: what closing needs is allocated only when it happens, so it
+    // does not enlarge every open connection's task.
+    let reason = Box::pin(close(ws, outbox, end)).await;
+    // The socket closes now, before `on_close` runs.
+    let conn = conn.clone();
+    let component = Arc::clone(&session.component);
+    drop(session);
     let on_close = AssertUnwindSafe(component.on_close(&conn, reason.clone()));
     if let Err(p) = on_close.catch_unwind().await {
         tracing::error!(conn = %conn.id(), panic = %panic_message(p), "on_close panicked");
@@ -257,6 +239,48 @@ pub(crate) async fn run<S>(
     );
 }
 
+/// Ends the connection as `end` says: answers still queued, the close
+/// handshake, each bounded in time.
+async fn close(ws: &mut Ws, outbox: &mut Outbox, end: End) -> CloseReason {
+    match end {
+        End::ClientClosed(frame) => {
+            // tungstenite queued the reply; flush it and let the client close.
+            let _ = timeout(CLOSE_GRACE, finish_close(ws)).await;
+            CloseReason {
+                frame,
+                initiator: CloseInitiator::Client,
+            }
+        }
+        End::ServerCloses(frame, initiator, grace) => {
+            let deadline = Instant::now() + grace;
+            // Answers to messages read before the reason to close (a bad
+            // frame, a limit, shutdown) still go out first: RFC 6455 fails
+            // the connection from the offending frame on, not before it.
+            let mut buf = Vec::new();
+            while let Some(Outgoing::Messages(_)) = outbox.recv(&mut buf, WRITE_BATCH).await {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !write_batch(ws, &mut buf, left).await {
+                    break;
+                }
+            }
+            if timeout_at(deadline, ws.close(Some(convert::close_to_wire(&frame))))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                let _ = timeout_at(deadline, finish_close(ws)).await;
+            }
+            CloseReason {
+                frame: Some(frame),
+                initiator,
+            }
+        }
+        End::Dropped => CloseReason {
+            frame: None,
+            initiator: CloseInitiator::Transport,
+        },
+    }
+}
+
 /// Reads until the peer's close reply or the end of the stream, discarding
 /// data, so the close handshake completes.
 async fn finish_close<S>(ws: &mut WebSocketStream<S>)
@@ -267,35 +291,31 @@ where
     while let Some(Ok(_)) = ws.next().await {}
 }
 
-async fn main_loop<S>(
-    ws: &mut WebSocketStream<S>,
+async fn main_loop(
+    ws: &mut Ws,
     conn: &Connection,
     outbox: &mut Outbox,
     component: &dyn Component,
     cfg: &SessionConfig,
     guard: &mut MessageGuard,
-    signals: &mut Signals,
-) -> End
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+    signals: &mut Signals<'_>,
+) -> End {
     let keepalive = !cfg.ping_interval.is_zero();
     let interval = if keepalive {
         cfg.ping_interval
     } else {
         Duration::from_secs(3600)
     };
-    let mut last_seen = Instant::now();
-    let mut pinged = false;
+    // When the last ping went out, if nothing was read since.
+    let mut ping_sent: Option<Instant> = None;
     let ping_timer = tokio::time::sleep(interval);
     tokio::pin!(ping_timer);
-    // Built once: a fresh `cancelled()` future per turn would lock the
-    // token's wait list, which every session shares, on every message.
     let mut reads_since_write = 0u32;
     let mut buf: Vec<ws_core::Message> = Vec::new();
-    let Signals { shutdown, watch } = signals;
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let Signals {
+        shutting_down,
+        watch,
+    } = signals;
 
     loop {
         // After a burst of reads, write what the component queued before
@@ -303,13 +323,6 @@ where
         let write_first = reads_since_write >= READ_BUDGET && !outbox.is_empty();
         tokio::select! {
             biased;
-            () = &mut cancelled => {
-                return End::ServerCloses(
-                    CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"),
-                    CloseInitiator::Shutdown,
-                    cfg.shutdown_timeout,
-                );
-            }
             // Only a connection with sessions to re-check polls this.
             event = next_auth_event(watch), if watch.is_some() => match event {
                 // Every session was downgraded: nothing left to watch.
@@ -317,12 +330,12 @@ where
                 Some(AuthEvent::Changed(name, user)) => {
                     tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
                     conn.set_aspect(&name, user);
-                    aspect_changed(component, conn, &name).await;
+                    Box::pin(aspect_changed(component, conn, &name)).await;
                 }
                 Some(AuthEvent::Downgrade(name)) => {
                     tracing::debug!(conn = %conn.id(), aspect = %name, "session ended: aspect now anonymous");
                     conn.set_aspect(&name, UserAspect::anonymous());
-                    aspect_changed(component, conn, &name).await;
+                    Box::pin(aspect_changed(component, conn, &name)).await;
                 }
                 Some(AuthEvent::Close(name, frame)) => {
                     tracing::debug!(conn = %conn.id(), aspect = %name, code = frame.code.0, reason = %frame.reason, "session over: closing");
@@ -331,8 +344,6 @@ where
             },
             frame = ws.next(), if !write_first => {
                 reads_since_write += 1;
-                last_seen = Instant::now();
-                pinged = false;
                 match frame {
                     None => return End::Dropped,
                     Some(Err(e)) => {
@@ -346,7 +357,7 @@ where
                     }
                     Some(Ok(msg)) => {
                         let Some(msg) = convert::from_wire(msg) else { continue };
-                        if let Err(frame) = guard.check() {
+                        if let Err(frame) = guard.check(ws.get_ref().last_read()) {
                             tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), reason = %frame.reason, "message rate exceeded");
                             return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                         }
@@ -362,7 +373,7 @@ where
                     }
                 }
             }
-            out = outbox.recv(&mut buf, WRITE_BATCH) => {
+            out = std::future::poll_fn(|cx| outbox.poll_recv(cx, &mut buf, WRITE_BATCH)) => {
                 reads_since_write = 0;
                 match out {
                     Some(Outgoing::Messages(_)) => {
@@ -371,12 +382,21 @@ where
                         }
                     }
                     Some(Outgoing::Close(frame)) => {
+                        // The server's own 1001 at shutdown waits as long
+                        // as shutdown allows for the client's answer.
+                        if frame.code == CloseCode::GOING_AWAY && shutting_down.load(Ordering::Acquire) {
+                            return End::ServerCloses(frame, CloseInitiator::Shutdown, cfg.shutdown_timeout);
+                        }
                         return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                     }
                     None => return End::Dropped,
                 }
             }
             () = &mut ping_timer, if keepalive => {
+                // Read times come from the socket adapter: no clock read per
+                // message.
+                let last_seen = Instant::from_std(ws.get_ref().last_read());
+                let pinged = ping_sent.is_some_and(|sent| last_seen < sent);
                 // Nothing read since the last ping either: the peer is gone.
                 if pinged && last_seen.elapsed() >= interval {
                     return End::ServerCloses(
@@ -389,13 +409,15 @@ where
                 }
                 let since = last_seen.elapsed();
                 if since >= interval {
-                    pinged = true;
-                    let ping = ws.send(TMessage::Ping(bytes::Bytes::new()));
-                    if !matches!(timeout(cfg.write_timeout, ping).await, Ok(Ok(()))) {
+                    ping_sent = Some(Instant::now());
+                    // Boxed: a rare path, kept out of the task's resident size.
+                    let ping = Box::pin(timeout(cfg.write_timeout, ws.send(TMessage::Ping(bytes::Bytes::new()))));
+                    if !matches!(ping.await, Ok(Ok(()))) {
                         return End::Dropped;
                     }
                     ping_timer.as_mut().reset(Instant::now() + interval);
                 } else {
+                    ping_sent = None;
                     ping_timer.as_mut().reset(last_seen + interval);
                 }
             }
@@ -421,21 +443,27 @@ async fn aspect_changed(component: &dyn Component, conn: &Connection, name: &str
 
 /// Writes every message in `buf` and flushes once. `false` when the client
 /// is gone or does not read within `limit`.
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    buf: &mut Vec<ws_core::Message>,
-    limit: Duration,
-) -> bool
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let write = async {
-        for msg in buf.drain(..) {
-            ws.feed(convert::to_wire(msg)).await?;
+///
+/// The write is tried first without a timer: when the socket takes it all
+/// (the usual case) no clock is read and no timer is armed.
+async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Duration) -> bool {
+    let ok = {
+        let write = async {
+            for msg in buf.drain(..) {
+                ws.feed(convert::to_wire(msg)).await?;
+            }
+            ws.flush().await
+        };
+        let mut write = std::pin::pin!(write);
+        match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r.is_ok(),
+            // The client reads slowly: only now is the wait bounded.
+            Poll::Pending => matches!(Box::pin(timeout(limit, write)).await, Ok(Ok(()))),
         }
-        ws.flush().await
     };
-    let ok = matches!(timeout(limit, write).await, Ok(Ok(())));
     buf.clear();
+    if buf.capacity() > KEEP_BATCH {
+        buf.shrink_to(KEEP_BATCH);
+    }
     ok
 }
