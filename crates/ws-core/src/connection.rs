@@ -1,6 +1,5 @@
 //! One open WebSocket connection, as a component sees it.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -127,7 +126,7 @@ impl Inner {
 /// and gives memory back after a burst.
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<Message>,
+    items: Vec<Message>,
     /// Set by [`Connection::close`]: the frame to send once `items` are out.
     close_frame: Option<CloseFrame>,
     /// No more sends: a close was asked for, or the writer is gone.
@@ -252,7 +251,7 @@ impl Connection {
         if q.items.len() >= self.inner.capacity {
             return Err(SendError::Full(message));
         }
-        q.items.push_back(message);
+        q.items.push(message);
         let waker = q.waker.take();
         drop(q);
         // Woken outside the lock, and only when the writer waits.
@@ -401,9 +400,15 @@ impl Outbox {
         let mut q = self.conn.lock_queue();
         if !q.items.is_empty() {
             let n = q.items.len().min(limit.max(1));
-            buf.extend(q.items.drain(..n));
+            if n == q.items.len() && buf.is_empty() {
+                // Everything, into an empty buffer: trade the two (the
+                // queue gets the caller's spare capacity).
+                std::mem::swap(buf, &mut q.items);
+            } else {
+                buf.extend(q.items.drain(..n));
+            }
             if q.items.is_empty() && q.items.capacity() > KEEP_QUEUED {
-                q.items = VecDeque::new();
+                q.items = Vec::new();
             }
             return Poll::Ready(Some(Outgoing::Messages(n)));
         }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::address::{AddressGrouping, AddressKey};
-use crate::clock::{Clock, nanos_since};
+use crate::clock::{Clock, Since};
 use crate::gcra::{Gcra, NANOS_PER_SEC};
 use crate::sweep::Sweeper;
 
@@ -34,8 +34,8 @@ use crate::sweep::Sweeper;
 /// let limiter = AddressMessageLimiter::new(2, AddressGrouping::default());
 /// let t0 = Instant::now();
 /// // Two connections from the same /64 share one budget of 2 per second.
-/// let a = limiter.rate_for("2001:db8::1".parse::<IpAddr>()?, t0);
-/// let b = limiter.rate_for("2001:db8::2".parse::<IpAddr>()?, t0);
+/// let mut a = limiter.rate_for("2001:db8::1".parse::<IpAddr>()?, t0);
+/// let mut b = limiter.rate_for("2001:db8::2".parse::<IpAddr>()?, t0);
 /// assert!(a.check(t0).is_ok());
 /// assert!(b.check(t0).is_ok());
 /// assert!(a.check(t0).is_err());
@@ -92,7 +92,7 @@ impl AddressMessageLimiter {
             return AddressMessageRate {
                 address,
                 gcra: shared.gcra,
-                base: now,
+                since: Since::new(now),
                 budget: None,
             };
         }
@@ -113,7 +113,7 @@ impl AddressMessageLimiter {
         AddressMessageRate {
             address,
             gcra: shared.gcra,
-            base,
+            since: Since::new(base),
             budget: Some(Arc::clone(budget)),
         }
     }
@@ -142,13 +142,13 @@ impl Shared {
 
 /// A connection's handle on its address group's message budget.
 ///
-/// `check` takes `&self` and no lock: one atomic compare-and-swap, retried
-/// only when another connection of the same group raced it.
+/// `check` takes no lock: one atomic compare-and-swap, retried only when
+/// another connection of the same group raced it.
 #[derive(Clone, Debug)]
 pub struct AddressMessageRate {
     address: AddressKey,
     gcra: Gcra,
-    base: Instant,
+    since: Since,
     budget: Option<Arc<Budget>>,
 }
 
@@ -160,11 +160,11 @@ impl AddressMessageRate {
 
     /// Admits a message arriving at `now`, or returns how long until one from
     /// this address group would be admitted. A refused message uses no budget.
-    pub fn check(&self, now: Instant) -> Result<(), Duration> {
+    pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
         let Some(budget) = &self.budget else {
             return Ok(());
         };
-        let now = nanos_since(self.base, now);
+        let now = self.since.nanos(now);
         // Relaxed is enough: the word is the only state, nothing else is published.
         let mut tat = budget.tat.load(Ordering::Relaxed);
         loop {
@@ -196,9 +196,9 @@ mod tests {
     fn one_budget_per_group() {
         let l = AddressMessageLimiter::new(3, AddressGrouping::default());
         let t0 = Instant::now();
-        let a = l.rate_for(ip("2001:db8::1"), t0);
-        let b = l.rate_for(ip("2001:db8::2"), t0 + ms(5));
-        let other = l.rate_for(ip("2001:db8:0:1::1"), t0);
+        let mut a = l.rate_for(ip("2001:db8::1"), t0);
+        let mut b = l.rate_for(ip("2001:db8::2"), t0 + ms(5));
+        let mut other = l.rate_for(ip("2001:db8:0:1::1"), t0);
         assert_eq!(a.address(), b.address());
         assert_eq!(a.address().to_string(), "2001:db8::/64");
         a.check(t0).unwrap();
@@ -214,8 +214,8 @@ mod tests {
     fn mapped_ipv4_shares_with_ipv4() {
         let l = AddressMessageLimiter::new(1, AddressGrouping::default());
         let t0 = Instant::now();
-        let a = l.rate_for(ip("::ffff:10.0.0.1"), t0);
-        let b = l.rate_for(ip("10.0.0.1"), t0);
+        let mut a = l.rate_for(ip("::ffff:10.0.0.1"), t0);
+        let mut b = l.rate_for(ip("10.0.0.1"), t0);
         a.check(t0).unwrap();
         assert_eq!(b.check(t0), Err(Duration::from_secs(1)));
     }
@@ -224,7 +224,7 @@ mod tests {
     fn zero_is_unlimited_and_untracked() {
         let l = AddressMessageLimiter::new(0, AddressGrouping::default());
         let t0 = Instant::now();
-        let a = l.rate_for(ip("10.0.0.1"), t0);
+        let mut a = l.rate_for(ip("10.0.0.1"), t0);
         for _ in 0..10_000 {
             a.check(t0).unwrap();
         }
@@ -238,14 +238,14 @@ mod tests {
         let mut max_tracked = 0;
         for i in 0..100_000u32 {
             let now = t0 + ms(u64::from(i));
-            let rate = l.rate_for(IpAddr::V4(i.into()), now);
+            let mut rate = l.rate_for(IpAddr::V4(i.into()), now);
             rate.check(now).unwrap();
             drop(rate);
             max_tracked = max_tracked.max(l.tracked_addresses());
         }
         assert!(max_tracked <= 2_100, "tracked {max_tracked}");
         let later = t0 + ms(100_000 + 1_100);
-        let held = l.rate_for(ip("10.0.0.1"), later);
+        let mut held = l.rate_for(ip("10.0.0.1"), later);
         assert_eq!(l.tracked_addresses(), 1);
         // A budget in use is never swept, even when recovered.
         let much_later = later + Duration::from_secs(10);
@@ -264,7 +264,7 @@ mod tests {
         let t0 = Instant::now();
         let admitted: usize = (0..8)
             .map(|_| {
-                let rate = l.rate_for(ip("10.0.0.1"), t0);
+                let mut rate = l.rate_for(ip("10.0.0.1"), t0);
                 std::thread::spawn(move || (0..500).filter(|_| rate.check(t0).is_ok()).count())
             })
             .collect::<Vec<_>>()

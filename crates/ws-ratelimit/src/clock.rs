@@ -15,6 +15,36 @@ pub(crate) fn nanos_since(base: Instant, now: Instant) -> u64 {
     u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// [`nanos_since`] for one fixed base, remembering the last conversion:
+/// callers that pass the same instant many times in a row (every message of
+/// one socket read carries that read's time) convert it once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Since {
+    base: Instant,
+    last: Instant,
+    last_nanos: u64,
+}
+
+impl Since {
+    pub(crate) fn new(base: Instant) -> Self {
+        Self {
+            base,
+            last: base,
+            last_nanos: 0,
+        }
+    }
+
+    /// Nanoseconds from the base to `now`.
+    #[inline]
+    pub(crate) fn nanos(&mut self, now: Instant) -> u64 {
+        if now != self.last {
+            self.last = now;
+            self.last_nanos = nanos_since(self.base, now);
+        }
+        self.last_nanos
+    }
+}
+
 /// The clock of a shared limiter.
 ///
 /// The base is the first instant the limiter is shown, and time never goes
@@ -49,6 +79,16 @@ impl Clock {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn since_converts_each_instant_like_nanos_since() {
+        let base = Instant::now();
+        let mut since = Since::new(base);
+        for ms in [0u64, 5, 5, 7, 3, 3, 1000] {
+            let at = base + Duration::from_millis(ms);
+            assert_eq!(since.nanos(at), nanos_since(base, at));
+        }
+    }
 
     #[test]
     fn nanos_since_saturates_below_base() {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::clock::nanos_since;
+use crate::clock::Since;
 use crate::gcra::Gcra;
 
 /// Message limits. A limit of 0 means unlimited.
@@ -57,7 +57,7 @@ impl Default for MessageLimits {
 /// ```
 #[derive(Clone, Debug)]
 pub struct MessageRate {
-    base: Instant,
+    since: Since,
     gcra: Gcra,
     tat: u64,
 }
@@ -73,7 +73,7 @@ impl MessageRate {
     /// A rate of 0 means unlimited, whatever the burst.
     pub fn with_burst(per_second: u32, burst: u32, base: Instant) -> Self {
         Self {
-            base,
+            since: Since::new(base),
             gcra: Gcra::new(per_second, burst),
             tat: 0,
         }
@@ -88,7 +88,7 @@ impl MessageRate {
     /// be admitted. A refused message uses no budget.
     #[inline]
     pub fn check(&mut self, now: Instant) -> Result<(), Duration> {
-        match self.gcra.check(self.tat, nanos_since(self.base, now)) {
+        match self.gcra.check(self.tat, self.since.nanos(now)) {
             Ok(tat) => {
                 self.tat = tat;
                 Ok(())

@@ -52,7 +52,9 @@ pub struct ServerConfig {
     /// bytes. The buffer exists only while data is pending, so idle
     /// connections hold none.
     pub read_buffer_size: usize,
-    /// `write_buffer_size`: outgoing bytes buffered before a write is forced.
+    /// `write_buffer_size`: most outgoing bytes gathered into one write. The
+    /// buffer exists only while there is something to write, so idle
+    /// connections hold none.
     pub write_buffer_size: usize,
     /// `health_path`: path answered with `200 ok` for health checks (not an
     /// upgrade); empty for none.
@@ -131,7 +133,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 16 * 1024,
-            write_buffer_size: 16 * 1024,
+            write_buffer_size: 128 * 1024,
             health_path: "/healthz".to_owned(),
             slow_subscriber: ws_core::SlowSubscriber::default(),
             max_connections: limits.max_connections,

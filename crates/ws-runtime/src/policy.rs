@@ -56,12 +56,13 @@ pub(crate) struct MountedRoute {
 }
 
 /// tungstenite's settings for the given size limits.
-pub(crate) fn ws_config(c: &ServerConfig, max_message: usize, max_frame: usize) -> WebSocketConfig {
+pub(crate) fn ws_config(max_message: usize, max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         // The socket is read through `ReadAhead` in `read_buffer_size`
         // chunks; tungstenite itself only asks for small pieces.
         .read_buffer_size(crate::read_ahead::TUNGSTENITE_CHUNK)
-        .write_buffer_size(c.write_buffer_size)
+        // ... and written through it in `write_buffer_size` batches.
+        .write_buffer_size(crate::read_ahead::TUNGSTENITE_WRITE)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_frame))
 }
@@ -156,7 +157,7 @@ pub(crate) fn mount(
             component,
             origin,
             limiter,
-            ws_config: ws_config(config, max_message_size, max_frame_size),
+            ws_config: ws_config(max_message_size, max_frame_size),
             requirement: Arc::new(Requirement {
                 route: route.path().to_owned(),
                 aspects: policy.require.clone(),

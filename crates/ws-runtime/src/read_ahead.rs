@@ -8,6 +8,12 @@
 //! to `chunk` bytes at once into a buffer it frees again as soon as it is
 //! drained. An idle connection holds no read buffer here at all.
 //!
+//! Writes go the same way: tungstenite hands over each frame (it batches
+//! only small frames itself, see [`TUNGSTENITE_WRITE`]), this adapter
+//! gathers them up to `write_buffer_size` and writes them with one syscall
+//! when flushed or full, then frees the buffer. A burst costs a few large
+//! writes, and an idle connection keeps no write buffer either.
+//!
 //! It also notes when data last came from the socket, so the session knows
 //! how long the peer has been silent (keepalive) and when messages arrived
 //! (message rate) without reading the clock once per message.
@@ -23,6 +29,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The read size tungstenite is given on top of a [`ReadAhead`].
 pub(crate) const TUNGSTENITE_CHUNK: usize = 1024;
 
+/// tungstenite's own write buffer on top of a [`ReadAhead`]: small frames
+/// are gathered there, larger ones come to the adapter one by one. It is
+/// kept small because tungstenite never gives its capacity back.
+pub(crate) const TUNGSTENITE_WRITE: usize = 4096;
+
+/// Write buffer capacity kept after a flush; a burst's larger buffer is
+/// freed.
+const KEEP_WRITE: usize = 4096;
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct ReadAhead<S> {
@@ -30,17 +45,26 @@ pub(crate) struct ReadAhead<S> {
     pending: BytesMut,
     chunk: usize,
     last_read: Instant,
+    /// Outgoing bytes not yet written; `out[written..]` is left.
+    out: Vec<u8>,
+    written: usize,
+    /// Most bytes gathered before they are written.
+    out_limit: usize,
 }
 
 impl<S> ReadAhead<S> {
-    /// Reads up to `chunk` bytes from `inner` per syscall; `prefix` is data
-    /// already read from the socket (it is served first).
-    pub(crate) fn new(inner: S, chunk: usize, prefix: &[u8]) -> Self {
+    /// Reads up to `chunk` bytes from `inner` per syscall and gathers up to
+    /// `out_limit` bytes per write; `prefix` is data already read from the
+    /// socket (it is served first).
+    pub(crate) fn new(inner: S, chunk: usize, out_limit: usize, prefix: &[u8]) -> Self {
         Self {
             inner,
             pending: BytesMut::from(prefix),
             chunk,
             last_read: Instant::now(),
+            out: Vec::new(),
+            written: 0,
+            out_limit,
         }
     }
 
@@ -104,33 +128,64 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> ReadAhead<S> {
+    /// Writes out everything gathered; the buffer is then emptied (and freed
+    /// when a burst made it large).
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.written = 0;
+        if self.out.capacity() > KEEP_WRITE {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = self.get_mut();
+        // tungstenite writes before a flush only once it has gathered
+        // `TUNGSTENITE_WRITE` bytes itself: a smaller write into an empty
+        // buffer is the last of a batch, with the flush right behind it.
+        if this.out.is_empty() && buf.len() < TUNGSTENITE_WRITE {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if this.out.len() + buf.len() > this.out_limit {
+            std::task::ready!(this.poll_drain(cx))?;
+            // Too large to gather at all: straight to the socket.
+            if buf.len() >= this.out_limit {
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            }
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -143,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn serves_prefix_then_large_reads_in_small_pieces() {
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
-        let mut ra = ReadAhead::new(rx, 4096, b"pre");
+        let mut ra = ReadAhead::new(rx, 4096, 4096, b"pre");
         let start = ra.last_read();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
@@ -166,9 +221,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn gathers_writes_until_flushed_then_frees_the_buffer() {
+        let (a, mut peer) = tokio::io::duplex(1 << 20);
+        let mut ra = ReadAhead::new(a, 1024, 64 * 1024, b"");
+        let frame: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        for _ in 0..5 {
+            ra.write_all(&frame).await.unwrap();
+        }
+        // Large writes are gathered, not written yet.
+        let mut probe = [0u8; 1];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(20), peer.read(&mut probe)).await;
+        assert!(early.is_err(), "nothing reaches the socket before a flush");
+        ra.flush().await.unwrap();
+        assert_eq!(
+            ra.out.capacity(),
+            0,
+            "a burst's buffer is freed after the flush"
+        );
+        // More than the limit at once goes straight through, in order.
+        let big = vec![7u8; 100_000];
+        ra.write_all(&frame).await.unwrap();
+        ra.write_all(&big).await.unwrap();
+        ra.flush().await.unwrap();
+        let mut got = vec![0u8; 5 * frame.len() + frame.len() + big.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        for i in 0..6 {
+            assert_eq!(&got[i * frame.len()..(i + 1) * frame.len()], &frame[..]);
+        }
+        assert!(got[6 * frame.len()..].iter().all(|&b| b == 7));
+    }
+
+    #[tokio::test]
     async fn holds_nothing_while_idle() {
         let (_tx, rx) = tokio::io::duplex(64);
-        let mut ra = ReadAhead::new(rx, 16 * 1024, b"");
+        let mut ra = ReadAhead::new(rx, 16 * 1024, 16 * 1024, b"");
         let mut buf = [0u8; 10];
         let r = tokio::time::timeout(std::time::Duration::from_millis(20), ra.read(&mut buf)).await;
         assert!(r.is_err(), "nothing to read yet");

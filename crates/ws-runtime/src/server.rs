@@ -784,7 +784,12 @@ fn open_session(
     let io = parts.io.into_inner();
     // `read_buf` and the header values point into hyper's 8 KiB read buffers;
     // holding either would pin that memory for the connection's whole life.
-    let io = ReadAhead::new(io, shared.config.read_buffer_size, &parts.read_buf);
+    let io = ReadAhead::new(
+        io,
+        shared.config.read_buffer_size,
+        shared.config.write_buffer_size,
+        &parts.read_buf,
+    );
     drop(parts.read_buf);
     // Completes on its first poll (there is no handshake left to do).
     let ws =

@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -291,6 +292,39 @@ where
     while let Some(Ok(_)) = ws.next().await {}
 }
 
+/// What one turn of the loop found to do. Built without awaiting, so the
+/// frame or error it came from (large) is not kept in the task while the
+/// step runs.
+enum Step {
+    /// A data message for the component.
+    Message(ws_core::Message),
+    /// Nothing to do (a control frame tungstenite answered itself).
+    Nothing,
+    /// The connection ends.
+    End(End),
+    /// The outbox handed messages over (they are in the batch buffer).
+    Write,
+    /// A revalidation event (`None`: nothing left to watch).
+    Auth(Option<AuthEvent>),
+    /// The keepalive timer fired.
+    Tick,
+}
+
+/// The step a frame read from the client asks for.
+fn step_for_frame(frame: Option<Result<TMessage, WsError>>) -> Step {
+    match frame {
+        None => Step::End(End::Dropped),
+        Some(Err(e)) => Step::End(match close_for_error(&e) {
+            Some(frame) => End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE),
+            None => End::Dropped,
+        }),
+        Some(Ok(TMessage::Close(frame))) => {
+            Step::End(End::ClientClosed(frame.map(convert::close_from_wire)))
+        }
+        Some(Ok(msg)) => convert::from_wire(msg).map_or(Step::Nothing, Step::Message),
+    }
+}
+
 async fn main_loop(
     ws: &mut Ws,
     conn: &Connection,
@@ -321,78 +355,61 @@ async fn main_loop(
         // After a burst of reads, write what the component queued before
         // reading on; with nothing queued, keep reading.
         let write_first = reads_since_write >= READ_BUDGET && !outbox.is_empty();
-        tokio::select! {
+        let step = tokio::select! {
             biased;
             // Only a connection with sessions to re-check polls this.
-            event = next_auth_event(watch), if watch.is_some() => match event {
-                // Every session was downgraded: nothing left to watch.
-                None => *watch = None,
-                Some(AuthEvent::Changed(name, user)) => {
-                    tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
-                    conn.set_aspect(&name, user);
-                    Box::pin(aspect_changed(component, conn, &name)).await;
-                }
-                Some(AuthEvent::Downgrade(name)) => {
-                    tracing::debug!(conn = %conn.id(), aspect = %name, "session ended: aspect now anonymous");
-                    conn.set_aspect(&name, UserAspect::anonymous());
-                    Box::pin(aspect_changed(component, conn, &name)).await;
-                }
-                Some(AuthEvent::Close(name, frame)) => {
-                    tracing::debug!(conn = %conn.id(), aspect = %name, code = frame.code.0, reason = %frame.reason, "session over: closing");
-                    return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
-                }
-            },
+            event = next_auth_event(watch), if watch.is_some() => Step::Auth(event),
             frame = ws.next(), if !write_first => {
                 reads_since_write += 1;
-                match frame {
-                    None => return End::Dropped,
-                    Some(Err(e)) => {
-                        return match close_for_error(&e) {
-                            Some(frame) => End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE),
-                            None => End::Dropped,
-                        };
-                    }
-                    Some(Ok(TMessage::Close(frame))) => {
-                        return End::ClientClosed(frame.map(convert::close_from_wire));
-                    }
-                    Some(Ok(msg)) => {
-                        let Some(msg) = convert::from_wire(msg) else { continue };
-                        if let Err(frame) = guard.check(ws.get_ref().last_read()) {
-                            tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), reason = %frame.reason, "message rate exceeded");
-                            return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
-                        }
-                        if let Err(e) = guarded(component.on_message(conn, msg)).await {
-                            tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
-                            component.on_error(conn, e).await;
-                            return End::ServerCloses(
-                                CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
-                                CloseInitiator::Server,
-                                CLOSE_GRACE,
-                            );
-                        }
-                    }
-                }
+                step_for_frame(frame)
             }
             out = std::future::poll_fn(|cx| outbox.poll_recv(cx, &mut buf, WRITE_BATCH)) => {
                 reads_since_write = 0;
                 match out {
-                    Some(Outgoing::Messages(_)) => {
-                        if !write_batch(ws, &mut buf, cfg.write_timeout).await {
-                            return End::Dropped;
-                        }
-                    }
-                    Some(Outgoing::Close(frame)) => {
+                    Some(Outgoing::Messages(_)) => Step::Write,
+                    Some(Outgoing::Close(frame)) => Step::End(
                         // The server's own 1001 at shutdown waits as long
                         // as shutdown allows for the client's answer.
                         if frame.code == CloseCode::GOING_AWAY && shutting_down.load(Ordering::Acquire) {
-                            return End::ServerCloses(frame, CloseInitiator::Shutdown, cfg.shutdown_timeout);
-                        }
-                        return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
-                    }
-                    None => return End::Dropped,
+                            End::ServerCloses(frame, CloseInitiator::Shutdown, cfg.shutdown_timeout)
+                        } else {
+                            End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE)
+                        },
+                    ),
+                    None => Step::End(End::Dropped),
                 }
             }
-            () = &mut ping_timer, if keepalive => {
+            () = &mut ping_timer, if keepalive => Step::Tick,
+        };
+        match step {
+            Step::Message(msg) => {
+                if let Err(frame) = guard.check(ws.get_ref().last_read()) {
+                    tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), reason = %frame.reason, "message rate exceeded");
+                    return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
+                }
+                if let Err(e) = guarded(component.on_message(conn, msg)).await {
+                    tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
+                    component.on_error(conn, e).await;
+                    return End::ServerCloses(
+                        CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
+                        CloseInitiator::Server,
+                        CLOSE_GRACE,
+                    );
+                }
+            }
+            Step::Nothing => {}
+            Step::End(end) => return end,
+            Step::Write => {
+                if !write_batch(ws, &mut buf, cfg.write_timeout).await {
+                    return End::Dropped;
+                }
+            }
+            Step::Auth(event) => {
+                if let Some(end) = Box::pin(auth_event(event, watch, conn, component)).await {
+                    return end;
+                }
+            }
+            Step::Tick => {
                 // Read times come from the socket adapter: no clock read per
                 // message.
                 let last_seen = Instant::from_std(ws.get_ref().last_read());
@@ -411,7 +428,10 @@ async fn main_loop(
                 if since >= interval {
                     ping_sent = Some(Instant::now());
                     // Boxed: a rare path, kept out of the task's resident size.
-                    let ping = Box::pin(timeout(cfg.write_timeout, ws.send(TMessage::Ping(bytes::Bytes::new()))));
+                    let ping = Box::pin(timeout(
+                        cfg.write_timeout,
+                        ws.send(TMessage::Ping(bytes::Bytes::new())),
+                    ));
                     if !matches!(ping.await, Ok(Ok(()))) {
                         return End::Dropped;
                     }
@@ -423,6 +443,38 @@ async fn main_loop(
             }
         }
     }
+}
+
+/// Applies a revalidation event; `Some` when it ends the connection.
+async fn auth_event(
+    event: Option<AuthEvent>,
+    watch: &mut Option<Watch>,
+    conn: &Connection,
+    component: &dyn Component,
+) -> Option<End> {
+    match event {
+        // Every session was downgraded: nothing left to watch.
+        None => *watch = None,
+        Some(AuthEvent::Changed(name, user)) => {
+            tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
+            conn.set_aspect(&name, user);
+            aspect_changed(component, conn, &name).await;
+        }
+        Some(AuthEvent::Downgrade(name)) => {
+            tracing::debug!(conn = %conn.id(), aspect = %name, "session ended: aspect now anonymous");
+            conn.set_aspect(&name, UserAspect::anonymous());
+            aspect_changed(component, conn, &name).await;
+        }
+        Some(AuthEvent::Close(name, frame)) => {
+            tracing::debug!(conn = %conn.id(), aspect = %name, code = frame.code.0, reason = %frame.reason, "session over: closing");
+            return Some(End::ServerCloses(
+                frame,
+                CloseInitiator::Server,
+                CLOSE_GRACE,
+            ));
+        }
+    }
+    None
 }
 
 /// The next event of `watch`; pending forever without one.
@@ -447,18 +499,15 @@ async fn aspect_changed(component: &dyn Component, conn: &Connection, name: &str
 /// The write is tried first without a timer: when the socket takes it all
 /// (the usual case) no clock is read and no timer is armed.
 async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Duration) -> bool {
-    let ok = {
-        let write = async {
-            for msg in buf.drain(..) {
-                ws.feed(convert::to_wire(msg)).await?;
-            }
-            ws.flush().await
-        };
-        let mut write = std::pin::pin!(write);
-        match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-            Poll::Ready(r) => r.is_ok(),
-            // The client reads slowly: only now is the wait bounded.
-            Poll::Pending => matches!(Box::pin(timeout(limit, write)).await, Ok(Ok(()))),
+    // Taken from the back from here on.
+    buf.reverse();
+    let first = std::future::poll_fn(|cx| Poll::Ready(poll_write(ws, buf, cx))).await;
+    let ok = match first {
+        Poll::Ready(r) => r.is_ok(),
+        // The client reads slowly: only now is the wait bounded.
+        Poll::Pending => {
+            let rest = std::future::poll_fn(|cx| poll_write(ws, buf, cx));
+            matches!(Box::pin(timeout(limit, rest)).await, Ok(Ok(())))
         }
     };
     buf.clear();
@@ -466,4 +515,22 @@ async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Durati
         buf.shrink_to(KEEP_BATCH);
     }
     ok
+}
+
+/// Hands the messages of `buf` (last first) to tungstenite, then flushes.
+/// A poll function rather than an `async` block: nothing of it stays in
+/// the session's task between writes.
+fn poll_write(
+    ws: &mut Ws,
+    buf: &mut Vec<ws_core::Message>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<(), WsError>> {
+    use futures_util::Sink as _;
+    while !buf.is_empty() {
+        std::task::ready!(Pin::new(&mut *ws).poll_ready(cx))?;
+        if let Some(msg) = buf.pop() {
+            Pin::new(&mut *ws).start_send(convert::to_wire(msg))?;
+        }
+    }
+    Pin::new(&mut *ws).poll_flush(cx)
 }
