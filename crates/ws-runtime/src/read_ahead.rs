@@ -6,7 +6,10 @@
 //! chunk. [`ReadAhead`] sits between the socket and tungstenite: tungstenite
 //! asks for small chunks, and when the socket has data this adapter reads up
 //! to `chunk` bytes at once into a buffer it frees again as soon as it is
-//! drained. An idle connection holds no read buffer here at all.
+//! drained. An idle connection holds no read buffer here at all, and a
+//! connection that gets little (one message per wake-up, as a chat or a
+//! broadcast subscriber) is read straight into tungstenite's piece: the
+//! large buffer is only taken once a read comes back full.
 //!
 //! Writes go the same way: tungstenite hands over each frame (it batches
 //! only small frames itself, see [`TUNGSTENITE_WRITE`]), this adapter
@@ -44,6 +47,8 @@ pub(crate) struct ReadAhead<S> {
     inner: S,
     pending: BytesMut,
     chunk: usize,
+    /// The last read filled what it was given: read ahead in `chunk`s.
+    hot: bool,
     last_read: Instant,
     /// Outgoing bytes not yet written; `out[written..]` is left.
     out: Vec<u8>,
@@ -61,6 +66,7 @@ impl<S> ReadAhead<S> {
             inner,
             pending: BytesMut::from(prefix),
             chunk,
+            hot: false,
             last_read: Instant::now(),
             out: Vec::new(),
             written: 0,
@@ -102,16 +108,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.serve(out);
             return Poll::Ready(Ok(()));
         }
-        if out.remaining() >= this.chunk {
+        // Cold (the last read did not fill tungstenite's piece), or asked
+        // for a chunk anyway: read straight into the caller's buffer. A
+        // socket with nothing to read then costs no allocation at all.
+        if !this.hot || out.remaining() >= this.chunk {
             let before = out.filled().len();
+            let wanted = out.remaining();
             let r = Pin::new(&mut this.inner).poll_read(cx, out);
-            this.note(out.filled().len() > before);
+            let got = out.filled().len() - before;
+            this.note(got > 0);
+            // A full piece: more is likely waiting, read ahead next time.
+            this.hot = got == wanted && got > 0;
             return r;
         }
         this.pending.reserve(this.chunk);
         match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.pending) {
             Poll::Ready(Ok(n)) => {
                 this.note(n > 0);
+                // A short read drained the socket: back to direct reads.
+                this.hot = n == this.chunk;
                 // 0 bytes read is the end of the stream: `out` stays empty.
                 this.serve(out);
                 Poll::Ready(Ok(()))
@@ -122,6 +137,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             }
             Poll::Pending => {
                 this.pending = BytesMut::new();
+                this.hot = false;
                 Poll::Pending
             }
         }
@@ -218,6 +234,61 @@ mod tests {
         assert_eq!(&got[3..], &data[..]);
         // Drained and at the end: no buffer is held.
         assert_eq!(ra.pending.capacity(), 0);
+    }
+
+    /// A stream that counts the reads that reach it.
+    struct Counted<S> {
+        inner: S,
+        reads: usize,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            this.reads += 1;
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_ahead_only_while_reads_come_back_full() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut ra = ReadAhead::new(
+            Counted {
+                inner: rx,
+                reads: 0,
+            },
+            4096,
+            4096,
+            b"",
+        );
+        // A burst: after one full piece, the socket is read in chunks.
+        let data = vec![1u8; 40_000];
+        tx.write_all(&data).await.unwrap();
+        let mut small = [0u8; 100];
+        let mut got = 0;
+        while got < data.len() {
+            got += ra.read(&mut small).await.unwrap();
+        }
+        assert!(
+            ra.inner.reads <= 12,
+            "{} socket reads for 400 pieces",
+            ra.inner.reads
+        );
+        assert_eq!(ra.pending.capacity(), 0);
+        // One small message at a time: read straight into the piece, no
+        // buffer taken, one socket read each.
+        let before = ra.inner.reads;
+        for _ in 0..10 {
+            tx.write_all(&[2u8; 30]).await.unwrap();
+            assert_eq!(ra.read(&mut small).await.unwrap(), 30);
+            assert_eq!(ra.pending.capacity(), 0);
+        }
+        assert_eq!(ra.inner.reads - before, 10);
     }
 
     #[tokio::test]
