@@ -5,7 +5,6 @@
 //! Every configured aspect is always present; an anonymous visitor has one
 //! with `logged_in == false`, so a component never guesses about an `Option`.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
@@ -90,8 +89,12 @@ impl UserAspect {
 }
 
 /// The aspects of one connection, by name.
+///
+/// Kept as a vector sorted by name: a server configures a handful of
+/// aspects, and every connection carries this (a map's first node alone
+/// would cost more than the aspects).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Aspects(BTreeMap<String, Arc<UserAspect>>);
+pub struct Aspects(Vec<(String, Arc<UserAspect>)>);
 
 impl Aspects {
     /// No aspect.
@@ -101,15 +104,19 @@ impl Aspects {
 
     /// The aspect `name`; anonymous when none of that name was resolved.
     pub fn get(&self, name: &str) -> Arc<UserAspect> {
-        self.0
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| Arc::clone(&ANONYMOUS))
+        match self.find(name) {
+            Ok(i) => Arc::clone(&self.0[i].1),
+            Err(_) => Arc::clone(&ANONYMOUS),
+        }
+    }
+
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
     }
 
     /// Whether an aspect of that name was configured and resolved.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.find(name).is_ok()
     }
 
     /// Sets the aspect `name`, returning the previous one.
@@ -118,7 +125,15 @@ impl Aspects {
         name: impl Into<String>,
         aspect: UserAspect,
     ) -> Option<Arc<UserAspect>> {
-        self.0.insert(name.into(), Arc::new(aspect))
+        let name = name.into();
+        let aspect = Arc::new(aspect);
+        match self.find(&name) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, aspect)),
+            Err(i) => {
+                self.0.insert(i, (name, aspect));
+                None
+            }
+        }
     }
 
     /// Every aspect by name, in name order.
@@ -128,7 +143,7 @@ impl Aspects {
 
     /// The first logged-in aspect in name order: the connection's user.
     pub fn user(&self) -> Option<Arc<UserAspect>> {
-        self.0.values().find(|a| a.logged_in).cloned()
+        self.0.iter().map(|(_, a)| a).find(|a| a.logged_in).cloned()
     }
 
     /// How many aspects there are.
@@ -154,6 +169,23 @@ mod tests {
         assert_eq!(a.get("frontend.user").display_name(), "ann");
         assert_eq!(a.user().unwrap().id.as_deref(), Some("7"));
         assert_eq!(UserAspect::anonymous().display_name(), "anonymous");
+    }
+
+    #[test]
+    fn names_stay_sorted_and_unique() {
+        let mut a = Aspects::new();
+        assert!(a.insert("b", UserAspect::user("2")).is_none());
+        assert!(a.insert("a", UserAspect::anonymous()).is_none());
+        assert!(a.insert("c", UserAspect::user("3")).is_none());
+        let old = a.insert("b", UserAspect::user("22")).unwrap();
+        assert_eq!(old.id.as_deref(), Some("2"));
+        let names: Vec<&str> = a.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(a.len(), 3);
+        assert!(a.contains("c") && !a.contains("d"));
+        // The first logged-in one in name order.
+        assert_eq!(a.user().unwrap().id.as_deref(), Some("22"));
+        assert_eq!(a.get("b").id.as_deref(), Some("22"));
     }
 
     #[test]

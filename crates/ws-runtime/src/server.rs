@@ -808,6 +808,9 @@ fn open_session(
 }
 
 async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
+    // Out of its box at once: the box is freed here, not when the session
+    // ends.
+    let session = *session;
     let OpenSession {
         ws,
         conn,
@@ -815,7 +818,7 @@ async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
         index,
         permits: _permits,
         revalidators,
-    } = *session;
+    } = session;
     let route = &shared.mounted[index];
     let client = conn.client_addr();
     let _entered = shared.sessions.enter(&conn);
