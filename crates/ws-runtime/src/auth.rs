@@ -261,11 +261,16 @@ impl Watch {
     }
 }
 
+/// The least time between two rounds of local checks.
+const RECHECK_FLOOR: Duration = Duration::from_secs(1);
+
 /// Sessions whose checks need no I/O, re-checked when the earliest is due.
 #[derive(Debug)]
 pub(crate) struct LocalWatch {
     sessions: Vec<(Revalidator, OnSessionEnd)>,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer is set to a due check (else none is ever due).
+    armed: bool,
 }
 
 impl LocalWatch {
@@ -273,14 +278,15 @@ impl LocalWatch {
         let mut w = Self {
             sessions,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
         };
-        w.arm();
+        w.armed = w.arm(Duration::ZERO);
         w
     }
 
-    /// Sets the timer to the earliest due check; `false` when none is ever
-    /// due.
-    fn arm(&mut self) -> bool {
+    /// Sets the timer to the earliest due check, at least `floor` from now;
+    /// `false` when none is ever due.
+    fn arm(&mut self, floor: Duration) -> bool {
         let now = SystemTime::now();
         let Some(due) = self
             .sessions
@@ -290,22 +296,28 @@ impl LocalWatch {
         else {
             return false;
         };
-        let wait = due.duration_since(now).unwrap_or(Duration::ZERO);
+        let wait = due.duration_since(now).unwrap_or(Duration::ZERO).max(floor);
         self.timer
             .as_mut()
             .reset(tokio::time::Instant::now() + wait);
         true
     }
 
+    /// The next event. The session polls this on every turn of its loop,
+    /// so until the timer fires it only polls the timer: the clock is read
+    /// and the timer set again only after it fired.
     async fn next(&mut self) -> Option<AuthEvent> {
         loop {
             if self.sessions.is_empty() {
                 return None;
             }
-            if !self.arm() {
+            if !self.armed {
                 return std::future::pending().await;
             }
             self.timer.as_mut().await;
+            // Whatever is found below, the timer is set again for the
+            // checks still to come.
+            self.armed = false;
             let now = SystemTime::now();
             let mut i = 0;
             while i < self.sessions.len() {
@@ -316,6 +328,7 @@ impl LocalWatch {
                     if matches!(check, Some(Check::Ended)) {
                         let on_end = *on_end;
                         let (r, _) = self.sessions.swap_remove(i);
+                        self.armed = self.arm(Duration::ZERO);
                         let name = r.name().to_owned();
                         return Some(match on_end {
                             OnSessionEnd::Downgrade => AuthEvent::Downgrade(name),
@@ -328,6 +341,9 @@ impl LocalWatch {
                 }
                 i += 1;
             }
+            // A check that was due found the session valid: it is not asked
+            // again at once (a due time that does not move would spin).
+            self.armed = self.arm(RECHECK_FLOOR);
         }
     }
 }
