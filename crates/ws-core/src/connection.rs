@@ -52,7 +52,9 @@ pub struct HandshakeInfo {
     pub path: String,
     /// The raw query string without `?`, if any.
     pub query: Option<String>,
-    /// The request headers.
+    /// The request headers. A server keeps all but those that only served
+    /// the upgrade itself (`Connection`, `Upgrade`, `Sec-WebSocket-Key`,
+    /// `-Version`, `-Extensions`).
     pub headers: HeaderMap,
     /// The route pattern that matched, prefix included (`/chat/{room}`).
     pub route: String,

@@ -30,13 +30,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt as _, StreamExt as _};
 use http::StatusCode;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use ws_auth::{AspectConfig, Authenticator, Check, Credential, Revalidator, SessionEnd};
+use ws_auth::{AspectConfig, Authenticator, Credential, Revalidator, SessionEnd};
 use ws_core::{Aspects, CloseCode, CloseFrame, UserAspect};
 
 use crate::config::{AspectSettings, OnSessionEnd};
@@ -261,89 +261,61 @@ impl Watch {
     }
 }
 
-/// The least time between two rounds of local checks.
-const RECHECK_FLOOR: Duration = Duration::from_secs(1);
-
-/// Sessions whose checks need no I/O, re-checked when the earliest is due.
+/// Sessions that end at a time known from the start (a JWT's `exp` plus
+/// the leeway) and are checked without I/O: all that is kept of each is
+/// its name, that time and what its end does, not the credential or a
+/// copy of the user.
 #[derive(Debug)]
 pub(crate) struct LocalWatch {
-    sessions: Vec<(Revalidator, OnSessionEnd)>,
+    /// Aspect name, when its session ends, what the end does.
+    ends: Vec<(String, SystemTime, OnSessionEnd)>,
+    /// Set to the earliest end; the session polls it on every turn of its
+    /// loop, so it is only set again after it fired.
     timer: Pin<Box<tokio::time::Sleep>>,
-    /// The timer is set to a due check (else none is ever due).
-    armed: bool,
 }
 
 impl LocalWatch {
-    fn new(sessions: Vec<(Revalidator, OnSessionEnd)>) -> Self {
+    fn new(ends: Vec<(String, SystemTime, OnSessionEnd)>) -> Self {
         let mut w = Self {
-            sessions,
+            ends,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: false,
         };
-        w.armed = w.arm(Duration::ZERO);
+        w.arm();
         w
     }
 
-    /// Sets the timer to the earliest due check, at least `floor` from now;
-    /// `false` when none is ever due.
-    fn arm(&mut self, floor: Duration) -> bool {
-        let now = SystemTime::now();
-        let Some(due) = self
-            .sessions
-            .iter()
-            .filter_map(|(r, _)| r.next_check(now))
-            .min()
-        else {
-            return false;
-        };
-        let wait = due.duration_since(now).unwrap_or(Duration::ZERO).max(floor);
-        self.timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + wait);
-        true
+    /// Sets the timer to the earliest end.
+    fn arm(&mut self) {
+        if let Some(end) = self.ends.iter().map(|(_, at, _)| *at).min() {
+            let wait = end
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait);
+        }
     }
 
-    /// The next event. The session polls this on every turn of its loop,
-    /// so until the timer fires it only polls the timer: the clock is read
-    /// and the timer set again only after it fired.
     async fn next(&mut self) -> Option<AuthEvent> {
+        if self.ends.is_empty() {
+            return None;
+        }
         loop {
-            if self.sessions.is_empty() {
-                return None;
-            }
-            if !self.armed {
-                return std::future::pending().await;
-            }
             self.timer.as_mut().await;
-            // Whatever is found below, the timer is set again for the
-            // checks still to come.
-            self.armed = false;
             let now = SystemTime::now();
-            let mut i = 0;
-            while i < self.sessions.len() {
-                let (r, on_end) = &mut self.sessions[i];
-                if r.next_check(now).is_some_and(|due| due <= now) {
-                    // A local check completes on its first poll.
-                    let check = r.check().now_or_never();
-                    if matches!(check, Some(Check::Ended)) {
-                        let on_end = *on_end;
-                        let (r, _) = self.sessions.swap_remove(i);
-                        self.armed = self.arm(Duration::ZERO);
-                        let name = r.name().to_owned();
-                        return Some(match on_end {
-                            OnSessionEnd::Downgrade => AuthEvent::Downgrade(name),
-                            OnSessionEnd::Close => AuthEvent::Close(
-                                name,
-                                CloseFrame::new(CloseCode::POLICY_VIOLATION, SESSION_ENDED),
-                            ),
-                        });
-                    }
-                }
-                i += 1;
+            if let Some(i) = self.ends.iter().position(|(_, at, _)| *at <= now) {
+                let (name, _, on_end) = self.ends.swap_remove(i);
+                self.arm();
+                return Some(match on_end {
+                    OnSessionEnd::Downgrade => AuthEvent::Downgrade(name),
+                    OnSessionEnd::Close => AuthEvent::Close(
+                        name,
+                        CloseFrame::new(CloseCode::POLICY_VIOLATION, SESSION_ENDED),
+                    ),
+                });
             }
-            // A check that was due found the session valid: it is not asked
-            // again at once (a due time that does not move would spin).
-            self.armed = self.arm(RECHECK_FLOOR);
+            // Woken early (the clock moved): wait for the end again.
+            self.arm();
         }
     }
 }
@@ -359,15 +331,24 @@ pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch
         auth.find(r.name())
             .map_or(OnSessionEnd::Close, |a| a.on_end)
     };
-    if revalidators.iter().all(Revalidator::is_local) {
-        let sessions = revalidators
-            .into_iter()
-            .map(|r| {
-                let end = on_end(&r);
-                (r, end)
+    // Local checks on a fixed end (no `revalidate_every`): only the end
+    // time is kept. Sessions without an end are never re-checked.
+    if revalidators
+        .iter()
+        .all(|r| r.is_local() && r.every().is_none())
+    {
+        let now = SystemTime::now();
+        let ends: Vec<_> = revalidators
+            .iter()
+            .filter_map(|r| {
+                let at = r.next_check(now)?;
+                Some((r.name().to_owned(), at, on_end(r)))
             })
             .collect();
-        return Some(Watch::Local(Box::new(LocalWatch::new(sessions))));
+        if ends.is_empty() {
+            return None;
+        }
+        return Some(Watch::Local(Box::new(LocalWatch::new(ends))));
     }
     let (tx, events) = mpsc::unbounded_channel();
     let running: FuturesUnordered<_> = revalidators

@@ -808,9 +808,12 @@ fn open_session(
 }
 
 async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
-    // Out of its box at once: the box is freed here, not when the session
-    // ends.
-    let session = *session;
+    // Out of its box at once: the box is freed here (at the end of the
+    // block), not when the session ends.
+    let session = {
+        let boxed = session;
+        *boxed
+    };
     let OpenSession {
         ws,
         conn,
@@ -934,14 +937,54 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     })
 }
 
+/// Headers that only served the upgrade itself; the connection does not
+/// keep them.
+const UPGRADE_ONLY: [http::HeaderName; 5] = [
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
 /// A copy of `headers` in allocations of its own (hyper's values are slices
-/// of its read buffer).
+/// of its read buffer), without the [`UPGRADE_ONLY`] ones: every open
+/// connection keeps this for its whole life.
 fn detached(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::with_capacity(headers.len());
+    let kept = |name: &http::HeaderName| !UPGRADE_ONLY.contains(name);
+    let mut out = http::HeaderMap::with_capacity(headers.keys().filter(|n| kept(n)).count());
     for (name, value) in headers {
-        if let Ok(v) = http::HeaderValue::from_bytes(value.as_bytes()) {
+        if kept(name)
+            && let Ok(v) = http::HeaderValue::from_bytes(value.as_bytes())
+        {
             out.append(name.clone(), v);
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_keeps_every_header_but_the_upgrades_own() {
+        let mut h = http::HeaderMap::new();
+        for name in &UPGRADE_ONLY {
+            h.insert(name.clone(), http::HeaderValue::from_static("x"));
+        }
+        h.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1"));
+        h.append("x-app", http::HeaderValue::from_static("one"));
+        h.append("x-app", http::HeaderValue::from_static("two"));
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static("chat"),
+        );
+        let kept = detached(&h);
+        assert_eq!(kept.len(), 4);
+        assert_eq!(kept["cookie"], "a=1");
+        assert_eq!(kept.get_all("x-app").iter().count(), 2);
+        assert_eq!(kept["sec-websocket-protocol"], "chat");
+        assert!(UPGRADE_ONLY.iter().all(|n| !kept.contains_key(n)));
+    }
 }
