@@ -107,13 +107,15 @@ fn dependency_direction() {
             "{plugin}"
         );
     }
-    // ws-core carries no protocol library, HTTP server or matcher.
+    // ws-core carries no protocol library, HTTP server, matcher or async
+    // runtime (its queue and waker are its own).
     let core = transitive(&deps, "ws-core");
     for banned in [
         "tungstenite",
         "tokio-tungstenite",
         "hyper",
         "matchit",
+        "tokio",
         "ws-runtime",
     ] {
         assert!(!core.contains(banned), "ws-core depends on {banned}");
