@@ -286,24 +286,20 @@ fn assemble(
                 .map(|found| Arc::clone(&for_path.mounted[*found.route.value()].requirement))
         });
     }
-    // 3. connection limits.
-    service = pipeline::limiter_stage(service, shared.limiter.clone());
-    // 2. origin check, by the route's policy (the route is only looked up;
-    //    an unknown path is refused later, with 404).
+    // 1.–3. client address, origin check (by the route's policy: the route
+    //    is only looked up; an unknown path is refused later, with 404),
+    //    connection limits.
     let checks_origin =
         !server_origin.allows_all() || shared.mounted.iter().any(|m| !m.origin.allows_all());
-    if checks_origin {
-        let for_path = Arc::clone(shared);
-        service = pipeline::origin_stage(service, move |path: &str| {
-            let policy = match for_path.routes.at(path) {
-                Some(found) => Arc::clone(&for_path.mounted[*found.route.value()].origin),
-                None => Arc::clone(&server_origin),
-            };
-            (!policy.allows_all()).then_some(policy)
-        });
-    }
-    // 1. client address.
-    pipeline::client_addr_stage(service, resolver)
+    let for_path = Arc::clone(shared);
+    let origin_for = checks_origin.then_some(move |path: &str| {
+        let policy = match for_path.routes.at(path) {
+            Some(found) => Arc::clone(&for_path.mounted[*found.route.value()].origin),
+            None => Arc::clone(&server_origin),
+        };
+        (!policy.allows_all()).then_some(policy)
+    });
+    pipeline::guards_stage(service, resolver, origin_for, shared.limiter.clone())
 }
 
 /// The end of the pipeline: route, the route's own limit, 101, session.
@@ -512,7 +508,8 @@ async fn handle_tcp(
     let _ = stream.set_nodelay(true);
     let (io, certificates) = match &shared.tls {
         None => (Io::Plain(stream), None),
-        Some(tls) => match timeout_at(deadline, tls.acceptor().accept(stream)).await {
+        // Boxed: the TLS handshake's state must not stay in the task.
+        Some(tls) => match Box::pin(timeout_at(deadline, tls.acceptor().accept(stream))).await {
             Ok(Ok(stream)) => {
                 let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
                     ClientCertificates(
@@ -549,6 +546,8 @@ async fn serve_http(
     deadline: Instant,
 ) {
     let svc_shared = Arc::clone(&shared);
+    let slot = SessionSlot::default();
+    let svc_slot = slot.clone();
     let service = hyper::service::service_fn(move |req| {
         handle_request(
             Arc::clone(&svc_shared),
@@ -556,6 +555,7 @@ async fn serve_http(
             req,
             peer,
             certificates.clone(),
+            svc_slot.clone(),
         )
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -568,10 +568,17 @@ async fn serve_http(
     let conn = http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    match timeout_at(deadline, conn).await {
+    // Boxed: hyper's connection state is only needed until the upgrade, and
+    // must not stay in the task that then runs the session.
+    let handshake = Box::pin(timeout_at(deadline, conn)).await;
+    match handshake {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
         Err(_) => tracing::debug!(%peer, "handshake timed out"),
+    }
+    // An accepted upgrade left its session here.
+    if let Some(pending) = slot.take() {
+        run_pending(shared, pending).await;
     }
 }
 
@@ -583,6 +590,7 @@ async fn handle_request(
     req: Request<Incoming>,
     peer: SocketAddr,
     certificates: Option<ClientCertificates>,
+    slot: SessionSlot,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     // An upgrade has no body; the extensions (hyper's upgrade handle among
     // them) stay with the request.
@@ -594,6 +602,7 @@ async fn handle_request(
             let ext = req.extensions_mut();
             ext.insert(PeerAddr(peer));
             ext.insert(HeldPermits::default());
+            ext.insert(slot);
             if let Some(c) = certificates {
                 ext.insert(c);
             }
@@ -718,28 +727,71 @@ fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse
     info.headers = std::mem::take(req.headers_mut());
     info.aspects = aspects;
     let response = handshake::switching_protocols(&key, info.subprotocol.as_deref());
-    let upgrade = hyper::upgrade::on(&mut req);
-    let task_shared = Arc::clone(shared);
-    // One box for what the session starts from, so the task (alive as long
-    // as the connection) carries a pointer, not the values.
-    let upgrading = Box::new(Upgrading {
-        info,
-        index,
-        permits,
-        revalidators,
-    });
-    shared.tracker.spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                if let Some(session) = open_session(&task_shared, upgraded, upgrading) {
-                    run_session(task_shared, Box::new(session)).await;
-                }
-            }
-            // The permits drop here: the places are released.
-            Err(e) => tracing::debug!(%client, error = %e, "upgrade failed"),
+    let pending = PendingSession {
+        upgrade: hyper::upgrade::on(&mut req),
+        // One box for what the session starts from, so the task (alive as
+        // long as the connection) carries a pointer, not the values.
+        upgrading: Box::new(Upgrading {
+            info,
+            index,
+            permits,
+            revalidators,
+        }),
+    };
+    // The connection's own task runs the session once hyper is done with
+    // the handshake; a request from elsewhere (no slot) gets a task.
+    match req.extensions().get::<SessionSlot>() {
+        Some(slot) => slot.put(pending),
+        None => {
+            shared
+                .tracker
+                .spawn(run_pending(Arc::clone(shared), pending));
         }
-    });
+    }
     response
+}
+
+/// A session waiting for hyper to hand the connection over.
+struct PendingSession {
+    upgrade: hyper::upgrade::OnUpgrade,
+    upgrading: Box<Upgrading>,
+}
+
+/// Where the upgrade leaves its [`PendingSession`] for the task that served
+/// the handshake (a request extension, so it must be `Clone`): the session
+/// then runs on that task, and a connection costs one task, not two.
+#[derive(Clone, Default)]
+struct SessionSlot(Arc<Mutex<Option<PendingSession>>>);
+
+impl SessionSlot {
+    fn put(&self, pending: PendingSession) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pending);
+    }
+
+    fn take(&self) -> Option<PendingSession> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Waits for the upgraded connection and runs its session.
+async fn run_pending(shared: Arc<Shared>, pending: PendingSession) {
+    let PendingSession { upgrade, upgrading } = pending;
+    let client = upgrading.info.client_addr;
+    match upgrade.await {
+        Ok(upgraded) => {
+            if let Some(session) = open_session(&shared, upgraded, upgrading) {
+                run_session(shared, Box::new(session)).await;
+            }
+        }
+        // The permits drop here: the places are released.
+        Err(e) => tracing::debug!(%client, error = %e, "upgrade failed"),
+    }
 }
 
 /// What an accepted handshake hands to its session.
