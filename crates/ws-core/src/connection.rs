@@ -1,8 +1,10 @@
 //! One open WebSocket connection, as a component sees it.
 
+use std::cell::Cell;
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -139,6 +141,12 @@ struct Queue {
     waker: Option<Waker>,
 }
 
+thread_local! {
+    /// The connection whose writer is running its own work on this thread
+    /// right now (see [`Outbox::serving`]); 0 for none.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
 /// Queued messages above this many are not kept allocated once written.
 const KEEP_QUEUED: usize = 64;
 
@@ -254,7 +262,10 @@ impl Connection {
             return Err(SendError::Full(message));
         }
         q.items.push(message);
-        let waker = q.waker.take();
+        // The writer's own work (an answer from `on_message`) needs no
+        // wake-up: the writer looks at the queue next anyway.
+        let own = SERVING.with(Cell::get) == Arc::as_ptr(&self.inner) as usize;
+        let waker = if own { None } else { q.waker.take() };
         drop(q);
         // Woken outside the lock, and only when the writer waits.
         if let Some(w) = waker {
@@ -433,6 +444,17 @@ impl Outbox {
         Poll::Pending
     }
 
+    /// Polls `work` as the writer's own: sends to this connection made while
+    /// it is polled (on this thread) do not wake the writer, which must look
+    /// at the queue after `work` returns. The server wraps `on_message` in
+    /// this, so an answer costs no wake-up of the task that is running.
+    pub fn serving<F: Future + Unpin>(&self, work: F) -> Serving<F> {
+        Serving {
+            conn: Arc::as_ptr(&self.conn) as usize,
+            work,
+        }
+    }
+
     /// Messages queued and not yet taken.
     pub fn len(&self) -> usize {
         self.conn.lock_queue().items.len()
@@ -457,6 +479,35 @@ impl Outbox {
         if self.conn.registered.swap(false, Ordering::AcqRel) {
             self.conn.hub.backend().unregister(self.conn.id);
         }
+    }
+}
+
+/// The future returned by [`Outbox::serving`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Serving<F> {
+    conn: usize,
+    work: F,
+}
+
+impl<F> fmt::Debug for Serving<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serving").finish_non_exhaustive()
+    }
+}
+
+impl<F: Future + Unpin> Future for Serving<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        /// Puts the previous value back, also when `work` panics.
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                SERVING.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(SERVING.with(|c| c.replace(self.conn)));
+        Pin::new(&mut self.work).poll(cx)
     }
 }
 
@@ -546,6 +597,38 @@ mod tests {
         let (got, buf) = waiter.await.unwrap();
         assert_eq!(got, Some(Outgoing::Messages(1)));
         assert_eq!(buf, vec![Message::from("late")]);
+    }
+
+    #[test]
+    fn the_writers_own_sends_do_not_wake_it_others_do() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let (conn, mut outbox) = Connection::new(info(), 8);
+        let mut buf = Vec::new();
+        assert!(outbox.poll_recv(&mut cx, &mut buf, 8).is_pending());
+        // An answer from the writer's own work: queued, no wake-up.
+        let c = conn.clone();
+        let work = outbox.serving(Box::pin(async move { c.send("own") }));
+        let mut work = std::pin::pin!(work);
+        assert!(matches!(work.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        // Anyone else's send wakes the waiting writer.
+        conn.send("other").unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            outbox.poll_recv(&mut cx, &mut buf, 8),
+            Poll::Ready(Some(Outgoing::Messages(2)))
+        );
+        assert_eq!(buf, vec![Message::from("own"), Message::from("other")]);
     }
 
     #[tokio::test]

@@ -86,7 +86,9 @@ pub use http::HeaderMap;
 
 pub use aspect::{Aspects, UserAspect};
 pub use component::{BoxError, Component, FnComponent, component_fn};
-pub use connection::{Connection, ConnectionId, HandshakeInfo, Outbox, Outgoing, SendError};
+pub use connection::{
+    Connection, ConnectionId, HandshakeInfo, Outbox, Outgoing, SendError, Serving,
+};
 pub use context::{BackgroundTask, ServerContext, Signal, Task};
 pub use hub::{
     Hub, HubBackend, HubError, LocalHub, Member, SlowSubscriber, Target, member_of,

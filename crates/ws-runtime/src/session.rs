@@ -387,7 +387,9 @@ async fn main_loop(
                     tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), reason = %frame.reason, "message rate exceeded");
                     return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
-                if let Err(e) = guarded(component.on_message(conn, msg)).await {
+                // Its answers to this connection need no wake-up: the loop
+                // looks at the outbox next.
+                if let Err(e) = guarded(outbox.serving(component.on_message(conn, msg))).await {
                     tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
                     component.on_error(conn, e).await;
                     return End::ServerCloses(
