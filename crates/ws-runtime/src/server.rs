@@ -497,19 +497,35 @@ async fn reload_on_hangup(server: Server, mut hup: tokio::signal::unix::Signal) 
     }
 }
 
-/// One accepted connection: TLS (within the handshake deadline), then HTTP.
+/// One accepted connection, on one task: the handshake, then (for an
+/// accepted upgrade) the session.
 async fn handle_tcp(
     shared: Arc<Shared>,
     pipeline: HandshakeService,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // Boxed and gone once done: TLS, hyper and pipeline state must not stay
+    // in the task for the connection's whole life.
+    let pending = Box::pin(handshake(Arc::clone(&shared), pipeline, stream, peer)).await;
+    if let Some(pending) = pending {
+        run_pending(shared, pending).await;
+    }
+}
+
+/// TLS (within the handshake deadline), then HTTP; the session an accepted
+/// upgrade left to run.
+async fn handshake(
+    shared: Arc<Shared>,
+    pipeline: HandshakeService,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<PendingSession> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let _ = stream.set_nodelay(true);
     let (io, certificates) = match &shared.tls {
         None => (Io::Plain(stream), None),
-        // Boxed: the TLS handshake's state must not stay in the task.
-        Some(tls) => match Box::pin(timeout_at(deadline, tls.acceptor().accept(stream))).await {
+        Some(tls) => match timeout_at(deadline, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
                 let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
                     ClientCertificates(
@@ -523,20 +539,20 @@ async fn handle_tcp(
             }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::debug!(%peer, "TLS handshake timed out");
-                return;
+                return None;
             }
         },
     };
-    serve_http(shared, pipeline, io, peer, certificates, deadline).await;
+    serve_http(shared, pipeline, io, peer, certificates, deadline).await
 }
 
 /// Serves the HTTP request on one connection: an upgrade goes through the
-/// pipeline and becomes a session, anything else gets its answer, and a
-/// client too slow to send its request head by `deadline` is dropped.
+/// pipeline and leaves its session to run, anything else gets its answer,
+/// and a client too slow to send its request head by `deadline` is dropped.
 async fn serve_http(
     shared: Arc<Shared>,
     pipeline: HandshakeService,
@@ -544,7 +560,7 @@ async fn serve_http(
     peer: SocketAddr,
     certificates: Option<ClientCertificates>,
     deadline: Instant,
-) {
+) -> Option<PendingSession> {
     let svc_shared = Arc::clone(&shared);
     let slot = SessionSlot::default();
     let svc_slot = slot.clone();
@@ -568,18 +584,13 @@ async fn serve_http(
     let conn = http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    // Boxed: hyper's connection state is only needed until the upgrade, and
-    // must not stay in the task that then runs the session.
-    let handshake = Box::pin(timeout_at(deadline, conn)).await;
-    match handshake {
+    match timeout_at(deadline, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
         Err(_) => tracing::debug!(%peer, "handshake timed out"),
     }
     // An accepted upgrade left its session here.
-    if let Some(pending) = slot.take() {
-        run_pending(shared, pending).await;
-    }
+    slot.take()
 }
 
 /// Answers one request: plain requests and malformed upgrades here, valid
@@ -782,15 +793,17 @@ impl SessionSlot {
 /// Waits for the upgraded connection and runs its session.
 async fn run_pending(shared: Arc<Shared>, pending: PendingSession) {
     let PendingSession { upgrade, upgrading } = pending;
-    let client = upgrading.info.client_addr;
-    match upgrade.await {
-        Ok(upgraded) => {
-            if let Some(session) = open_session(&shared, upgraded, upgrading) {
-                run_session(shared, Box::new(session)).await;
-            }
+    let session = match upgrade.await {
+        Ok(upgraded) => open_session(&shared, upgraded, upgrading),
+        Err(e) => {
+            let client = upgrading.info.client_addr;
+            tracing::debug!(%client, error = %e, "upgrade failed");
+            // The permits drop here: the places are released.
+            None
         }
-        // The permits drop here: the places are released.
-        Err(e) => tracing::debug!(%client, error = %e, "upgrade failed"),
+    };
+    if let Some(session) = session {
+        run_session(shared, Box::new(session)).await;
     }
 }
 
