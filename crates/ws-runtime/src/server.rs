@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -253,7 +253,6 @@ impl ServerBuilder {
             config,
             sessions: Sessions::default(),
             tracker: TaskTracker::new(),
-            open: AtomicUsize::new(0),
         });
         let pipeline = assemble(&shared, self.layers, resolver, server_origin);
         Ok(Server { shared, pipeline })
@@ -334,8 +333,6 @@ struct Shared {
     sessions: Sessions,
     /// Every connection task, so shutdown can wait for them.
     tracker: TaskTracker,
-    /// Open WebSocket sessions.
-    open: AtomicUsize,
 }
 
 /// A built server; [`serve`](Self::serve) runs it.
@@ -379,7 +376,7 @@ impl Server {
 
     /// WebSocket connections open right now.
     pub fn open_connections(&self) -> usize {
-        self.shared.open.load(Ordering::Relaxed)
+        self.shared.sessions.len()
     }
 
     /// Connections holding a place in the server-wide connection limits:
@@ -908,7 +905,6 @@ async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
         .auth
         .as_ref()
         .and_then(|auth| auth::watch(auth, revalidators));
-    shared.open.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
     session::run(Box::new(session::Session {
         ws,
@@ -923,7 +919,6 @@ async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
         },
     }))
     .await;
-    shared.open.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(conn = %conn.id(), duration_ms = started.elapsed().as_millis() as u64, "session ended");
 }
 
@@ -962,6 +957,11 @@ impl Sessions {
         for conn in open {
             conn.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
         }
+    }
+
+    /// Sessions open now.
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Connection>> {
