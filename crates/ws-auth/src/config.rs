@@ -132,7 +132,8 @@ impl SourceConfig {
 /// comma-separated string (`"1,2,5"`). An expiry is Unix seconds (numbers
 /// above 10^11 are taken as milliseconds; 0 means none), a numeric string or
 /// an RFC 3339 date. Every other top-level field goes into the aspect's
-/// properties, or only those listed in `properties`.
+/// properties (for a JWT, but its registered claims `iss`, `sub`, `aud`,
+/// `exp`, `nbf`, `iat` and `jti`), or only those listed in `properties`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMap {
@@ -148,7 +149,8 @@ pub struct FieldMap {
     /// Field holding when the session ends (not for JWT: that is `exp`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    /// Only these top-level fields become properties (default: all others).
+    /// Only these top-level fields become properties (default: all others,
+    /// for a JWT all but its registered claims).
     /// Select only what components may see: never a password hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub properties: Option<Vec<String>>,

@@ -67,6 +67,8 @@ pub(crate) struct Mapping {
     groups: FieldPath,
     expires_at: Option<FieldPath>,
     properties: Option<Vec<String>>,
+    /// Top-level fields that are never properties unless listed.
+    not_properties: &'static [&'static str],
 }
 
 /// The default field names of one kind of source.
@@ -75,6 +77,9 @@ pub(crate) struct Defaults {
     pub(crate) username: &'static str,
     pub(crate) groups: &'static str,
     pub(crate) expires_at: &'static str,
+    /// Top-level fields that describe the credential, not the user: not
+    /// properties unless `properties` lists them.
+    pub(crate) not_properties: &'static [&'static str],
 }
 
 /// JWT claims: `sub`, `name`, `groups`, `exp`.
@@ -83,6 +88,8 @@ pub(crate) const JWT_DEFAULTS: Defaults = Defaults {
     username: "name",
     groups: "groups",
     expires_at: "exp",
+    // The registered claims of RFC 7519, section 4.1.
+    not_properties: &["iss", "sub", "aud", "exp", "nbf", "iat", "jti"],
 };
 
 /// Store records: `id`, `username`, `groups`, `expires_at`.
@@ -91,6 +98,7 @@ pub(crate) const RECORD_DEFAULTS: Defaults = Defaults {
     username: "username",
     groups: "groups",
     expires_at: "expires_at",
+    not_properties: &[],
 };
 
 impl Mapping {
@@ -112,6 +120,7 @@ impl Mapping {
                 defaults.expires_at,
             )?),
             properties: fields.properties.clone(),
+            not_properties: defaults.not_properties,
         })
     }
 
@@ -149,8 +158,14 @@ impl Mapping {
                 record.remove(k);
             }
         }
-        if let Some(keep) = &self.properties {
-            record.retain(|k, _| keep.iter().any(|p| p == k));
+        match &self.properties {
+            Some(keep) => record.retain(|k, _| keep.iter().any(|p| p == k)),
+            None => record.retain(|k, _| !self.not_properties.contains(&k.as_str())),
+        }
+        // An emptied map may still hold its node: every open connection
+        // keeps this.
+        if record.is_empty() {
+            record = Map::new();
         }
         user.properties = record;
         Ok(Some(user))
@@ -278,6 +293,38 @@ mod tests {
         assert_eq!(u.groups, ["admin", "3"]);
         assert_eq!(unix_secs(u.expires_at.unwrap()), 2_000_000_000);
         assert_eq!(u.properties, record(json!({"email": "a@x"})));
+    }
+
+    #[test]
+    fn jwt_registered_claims_are_not_properties_unless_listed() {
+        let claims = || {
+            record(json!({
+                "sub": "42", "name": "ann", "exp": 2_000_000_000, "iat": 1_900_000_000,
+                "nbf": 1_900_000_000, "iss": "idp", "aud": "ws", "jti": "t1", "email": "a@x"
+            }))
+        };
+        let m = Mapping::new("a", &FieldMap::default(), &JWT_DEFAULTS).unwrap();
+        let u = m.map(claims()).unwrap().unwrap();
+        assert_eq!(u.id.as_deref(), Some("42"));
+        assert_eq!(u.properties, record(json!({"email": "a@x"})));
+        // Only registered claims: no properties at all.
+        let mut only = claims();
+        only.remove("email");
+        assert!(m.map(only).unwrap().unwrap().properties.is_empty());
+        // Listed, a registered claim is a property like any other.
+        let listed = FieldMap {
+            properties: Some(vec!["iss".into(), "email".into()]),
+            ..FieldMap::default()
+        };
+        let m = Mapping::new("a", &listed, &JWT_DEFAULTS).unwrap();
+        let u = m.map(claims()).unwrap().unwrap();
+        assert_eq!(u.properties, record(json!({"iss": "idp", "email": "a@x"})));
+        // Store records keep every unmapped field, whatever its name.
+        let u = mapping(FieldMap::default())
+            .map(record(json!({"id": 1, "iat": 5})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.properties, record(json!({"iat": 5})));
     }
 
     #[test]

@@ -146,6 +146,12 @@ impl Aspects {
         self.0.iter().map(|(_, a)| a).find(|a| a.logged_in).cloned()
     }
 
+    /// Gives spare capacity back (a connection keeps its aspects as long
+    /// as it is open).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
     /// How many aspects there are.
     pub fn len(&self) -> usize {
         self.0.len()

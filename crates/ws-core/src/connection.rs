@@ -183,7 +183,9 @@ impl Connection {
     /// A connection registered with `hub` until its outbox is closed or
     /// dropped.
     pub fn with_hub(mut info: HandshakeInfo, queue_capacity: usize, hub: Hub) -> (Self, Outbox) {
-        let aspects = std::mem::take(&mut info.aspects);
+        let mut aspects = std::mem::take(&mut info.aspects);
+        // Kept as long as the connection: no spare capacity.
+        aspects.shrink_to_fit();
         let inner = Arc::new(Inner {
             id: ConnectionId::next(),
             info,

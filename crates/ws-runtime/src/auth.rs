@@ -26,7 +26,6 @@
 //!   `on_open` or after `on_close`. A connection without a revalidator (every
 //!   anonymous one) has no task and its loop no extra branch to poll.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -241,8 +240,9 @@ pub(crate) enum AuthEvent {
 /// The revalidation of one connection's sessions: dropping it stops it.
 #[derive(Debug)]
 pub(crate) enum Watch {
-    /// Every check is local: one timer, polled by the session itself.
-    Local(Box<LocalWatch>),
+    /// Every check is local: the session's own timer (the one it keeps
+    /// for keepalive) is set to the earliest end; nothing else is polled.
+    Local(LocalEnds),
     /// Checks that do I/O run on a task of their own.
     Task {
         events: mpsc::UnboundedReceiver<AuthEvent>,
@@ -251,11 +251,12 @@ pub(crate) enum Watch {
 }
 
 impl Watch {
-    /// The next event; `None` once every session is done being watched
-    /// (each was downgraded).
-    pub(crate) async fn next(&mut self) -> Option<AuthEvent> {
+    /// The next event of a [`Watch::Task`]; `None` once every session is
+    /// done being watched (each was downgraded). A [`Watch::Local`] has
+    /// no events of its own (see [`LocalEnds::ended`]): pending forever.
+    pub(crate) async fn next_task_event(&mut self) -> Option<AuthEvent> {
         match self {
-            Self::Local(w) => w.next().await,
+            Self::Local(_) => std::future::pending().await,
             Self::Task { events, .. } => events.recv().await,
         }
     }
@@ -263,60 +264,43 @@ impl Watch {
 
 /// Sessions that end at a time known from the start (a JWT's `exp` plus
 /// the leeway) and are checked without I/O: all that is kept of each is
-/// its name, that time and what its end does, not the credential or a
-/// copy of the user.
+/// which aspect it is, that time and what its end does, not the
+/// credential, a copy of the user or a timer of its own.
 #[derive(Debug)]
-pub(crate) struct LocalWatch {
-    /// Aspect name, when its session ends, what the end does.
-    ends: Vec<(String, SystemTime, OnSessionEnd)>,
-    /// Set to the earliest end; the session polls it on every turn of its
-    /// loop, so it is only set again after it fired.
-    timer: Pin<Box<tokio::time::Sleep>>,
+pub(crate) struct LocalEnds(Vec<LocalEnd>);
+
+#[derive(Debug)]
+struct LocalEnd {
+    /// Index into [`Auth`]'s aspects.
+    aspect: usize,
+    at: SystemTime,
+    on_end: OnSessionEnd,
 }
 
-impl LocalWatch {
-    fn new(ends: Vec<(String, SystemTime, OnSessionEnd)>) -> Self {
-        let mut w = Self {
-            ends,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        };
-        w.arm();
-        w
+impl LocalEnds {
+    /// When the next session ends.
+    pub(crate) fn next_end(&self) -> Option<SystemTime> {
+        self.0.iter().map(|e| e.at).min()
     }
 
-    /// Sets the timer to the earliest end.
-    fn arm(&mut self) {
-        if let Some(end) = self.ends.iter().map(|(_, at, _)| *at).min() {
-            let wait = end
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + wait);
-        }
+    /// The event of one session that has ended by `now` (removed from the
+    /// watch), if any.
+    pub(crate) fn ended(&mut self, auth: &Auth, now: SystemTime) -> Option<AuthEvent> {
+        let i = self.0.iter().position(|e| e.at <= now)?;
+        let LocalEnd { aspect, on_end, .. } = self.0.swap_remove(i);
+        let name = auth.aspects[aspect].name.clone();
+        Some(match on_end {
+            OnSessionEnd::Downgrade => AuthEvent::Downgrade(name),
+            OnSessionEnd::Close => AuthEvent::Close(
+                name,
+                CloseFrame::new(CloseCode::POLICY_VIOLATION, SESSION_ENDED),
+            ),
+        })
     }
 
-    async fn next(&mut self) -> Option<AuthEvent> {
-        if self.ends.is_empty() {
-            return None;
-        }
-        loop {
-            self.timer.as_mut().await;
-            let now = SystemTime::now();
-            if let Some(i) = self.ends.iter().position(|(_, at, _)| *at <= now) {
-                let (name, _, on_end) = self.ends.swap_remove(i);
-                self.arm();
-                return Some(match on_end {
-                    OnSessionEnd::Downgrade => AuthEvent::Downgrade(name),
-                    OnSessionEnd::Close => AuthEvent::Close(
-                        name,
-                        CloseFrame::new(CloseCode::POLICY_VIOLATION, SESSION_ENDED),
-                    ),
-                });
-            }
-            // Woken early (the clock moved): wait for the end again.
-            self.arm();
-        }
+    /// Whether every session was dealt with.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -338,17 +322,25 @@ pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch
         .all(|r| r.is_local() && r.every().is_none())
     {
         let now = SystemTime::now();
-        let ends: Vec<_> = revalidators
+        let mut ends: Vec<_> = revalidators
             .iter()
             .filter_map(|r| {
                 let at = r.next_check(now)?;
-                Some((r.name().to_owned(), at, on_end(r)))
+                // Every revalidator comes from a configured aspect.
+                let aspect = auth.aspects.iter().position(|a| a.name == r.name())?;
+                Some(LocalEnd {
+                    aspect,
+                    at,
+                    on_end: auth.aspects[aspect].on_end,
+                })
             })
             .collect();
         if ends.is_empty() {
             return None;
         }
-        return Some(Watch::Local(Box::new(LocalWatch::new(ends))));
+        // Kept as long as the connection: no spare capacity.
+        ends.shrink_to_fit();
+        return Some(Watch::Local(LocalEnds(ends)));
     }
     let (tx, events) = mpsc::unbounded_channel();
     let running: FuturesUnordered<_> = revalidators

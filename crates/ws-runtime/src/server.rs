@@ -790,17 +790,18 @@ impl SessionSlot {
 /// Waits for the upgraded connection and runs its session.
 async fn run_pending(shared: Arc<Shared>, pending: PendingSession) {
     let PendingSession { upgrade, upgrading } = pending;
-    let session = match upgrade.await {
-        Ok(upgraded) => open_session(&shared, upgraded, upgrading),
+    let upgraded = match upgrade.await {
+        Ok(upgraded) => upgraded,
         Err(e) => {
             let client = upgrading.info.client_addr;
             tracing::debug!(%client, error = %e, "upgrade failed");
             // The permits drop here: the places are released.
-            None
+            return;
         }
     };
-    if let Some(session) = session {
-        run_session(shared, Box::new(session)).await;
+    // Only the box's pointer stays in the task while the session runs.
+    if let Some(session) = open_session(&shared, upgraded, upgrading) {
+        session::run(session).await;
     }
 }
 
@@ -812,24 +813,24 @@ struct Upgrading {
     revalidators: Vec<ws_auth::Revalidator>,
 }
 
-/// A session ready to run.
-struct OpenSession {
-    ws: session::Ws,
-    conn: Connection,
-    outbox: ws_core::Outbox,
-    index: usize,
-    /// Held until the session has ended, whatever ends it.
-    permits: Vec<ConnectionPermit>,
-    revalidators: Vec<ws_auth::Revalidator>,
+/// What a session holds until it has ended, `on_close` included.
+pub(crate) struct Held<'a> {
+    /// The connection's places in the connection limits.
+    _permits: Box<[ConnectionPermit]>,
+    /// Its entry among the open sessions.
+    _entry: SessionEntry<'a>,
+    /// When the session started.
+    pub(crate) started: std::time::Instant,
 }
 
-/// Builds the session's stream and connection, without awaiting anything
-/// (so none of it stays in the connection's task).
-fn open_session(
-    shared: &Shared,
+/// Builds the session: its stream, connection, limits and revalidation,
+/// without awaiting anything (so none of it stays in the connection's task
+/// but the box).
+fn open_session<'a>(
+    shared: &'a Shared,
     upgraded: hyper::upgrade::Upgraded,
     upgrading: Box<Upgrading>,
-) -> Option<OpenSession> {
+) -> Option<Box<session::Session<'a>>> {
     let Upgrading {
         mut info,
         index,
@@ -859,40 +860,8 @@ fn open_session(
     info.headers = detached(&info.headers);
     let (conn, outbox) =
         Connection::with_hub(info, shared.config.outgoing_queue, shared.hub.clone());
-    Some(OpenSession {
-        ws,
-        conn,
-        outbox,
-        index,
-        permits,
-        revalidators,
-    })
-}
-
-async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
-    // Out of its box at once: the box is freed here (at the end of the
-    // block), not when the session ends.
-    let session = {
-        let boxed = session;
-        *boxed
-    };
-    let OpenSession {
-        ws,
-        conn,
-        outbox,
-        index,
-        permits: _permits,
-        revalidators,
-    } = session;
-    let route = &shared.mounted[index];
     let client = conn.client_addr();
-    let _entered = shared.sessions.enter(&conn);
-    tracing::debug!(
-        conn = %conn.id(),
-        route = %conn.handshake().route,
-        client = %client,
-        "connection opened"
-    );
+    let entry = shared.sessions.enter(&conn);
     let guard = MessageGuard::new(
         route.info.max_messages_per_second,
         shared
@@ -900,26 +869,25 @@ async fn run_session(shared: Arc<Shared>, session: Box<OpenSession>) {
             .rate_for(client.ip(), std::time::Instant::now()),
         shared.config.max_messages_per_address_per_second,
     );
-    // Re-checks the sessions until the session ends (then dropped: aborted).
-    let watch = shared
-        .auth
-        .as_ref()
-        .and_then(|auth| auth::watch(auth, revalidators));
-    let started = std::time::Instant::now();
-    session::run(Box::new(session::Session {
+    let auth = shared.auth.as_deref();
+    Some(Box::new(session::Session {
         ws,
-        conn: conn.clone(),
+        conn,
         outbox,
         component: Arc::clone(&route.component),
         cfg: &shared.session,
         guard,
-        signals: session::Signals {
-            shutting_down: &shared.sessions.closing,
-            watch,
+        shutting_down: &shared.sessions.closing,
+        // Re-checks the sessions until the session ends (then dropped:
+        // aborted).
+        watch: auth.and_then(|auth| auth::watch(auth, revalidators)),
+        auth,
+        held: Held {
+            _permits: permits.into_boxed_slice(),
+            _entry: entry,
+            started: std::time::Instant::now(),
         },
     }))
-    .await;
-    tracing::debug!(conn = %conn.id(), duration_ms = started.elapsed().as_millis() as u64, "session ended");
 }
 
 /// The open sessions of a server, closed all at once at shutdown.
@@ -975,7 +943,7 @@ impl Sessions {
 const SHUTDOWN_REASON: &str = "server shutting down";
 
 /// A session's place in [`Sessions`], given up on drop.
-struct SessionEntry<'a> {
+pub(crate) struct SessionEntry<'a> {
     sessions: &'a Sessions,
     id: ConnectionId,
 }

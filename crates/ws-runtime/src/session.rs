@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,10 +28,11 @@ use ws_core::{
 };
 use ws_ratelimit::{AddressMessageRate, MessageRate};
 
-use crate::auth::{AuthEvent, Watch};
+use crate::auth::{Auth, AuthEvent, Watch};
 use crate::convert;
 use crate::io::Io;
 use crate::read_ahead::ReadAhead;
+use crate::server::Held;
 
 /// The stream of every session: the client socket under the read adapter.
 pub(crate) type Ws = WebSocketStream<ReadAhead<Io>>;
@@ -168,8 +169,17 @@ fn close_for_error(err: &WsError) -> Option<CloseFrame> {
     }
 }
 
-/// What ends or changes a session from outside its socket.
-pub(crate) struct Signals<'a> {
+/// Everything a session owns, in one allocation that is the only thing the
+/// connection's task points to: an `async fn` keeps its arguments in its
+/// future twice (as given and as bound), so passing them one by one would
+/// enlarge every connection's task.
+pub(crate) struct Session<'a> {
+    pub(crate) ws: Ws,
+    pub(crate) conn: Connection,
+    pub(crate) outbox: Outbox,
+    pub(crate) component: Arc<dyn Component>,
+    pub(crate) cfg: &'a SessionConfig,
+    pub(crate) guard: MessageGuard,
     /// Set when the server shuts down, before it closes every connection
     /// with 1001 through [`Connection::close`]: such a close waits up to
     /// the shutdown timeout for the client's answer. (No future shared by
@@ -178,54 +188,51 @@ pub(crate) struct Signals<'a> {
     /// The re-checking of the connection's sessions (see [`crate::auth`]),
     /// if it has any; dropped, which stops it, before `on_close`.
     pub(crate) watch: Option<Watch>,
-}
-
-/// Everything a session owns, in one allocation: an `async fn` keeps its
-/// arguments in its future twice (as given and as bound), so passing them
-/// one by one would double their size in every connection's task.
-pub(crate) struct Session<'a> {
-    pub(crate) ws: Ws,
-    pub(crate) conn: Connection,
-    pub(crate) outbox: Outbox,
-    pub(crate) component: Arc<dyn Component>,
-    pub(crate) cfg: &'a SessionConfig,
-    pub(crate) guard: MessageGuard,
-    pub(crate) signals: Signals<'a>,
+    /// The configured aspects (names for the events of a local watch).
+    pub(crate) auth: Option<&'a Auth>,
+    /// Held until the session has ended, `on_close` included.
+    pub(crate) held: Held<'a>,
 }
 
 /// Runs one connection from `on_open` to `on_close`.
-pub(crate) async fn run(mut session: Box<Session<'_>>) {
-    let Session {
-        ws,
-        conn,
-        outbox,
-        component,
-        cfg,
-        guard,
-        signals,
-    } = &mut *session;
-    let (conn, component, cfg) = (&*conn, &**component, &**cfg);
-    let end = match guarded(component.on_open(conn)).await {
+pub(crate) async fn run(mut s: Box<Session<'_>>) {
+    tracing::debug!(
+        conn = %s.conn.id(),
+        route = %s.conn.handshake().route,
+        client = %s.conn.client_addr(),
+        "connection opened"
+    );
+    let end = match guarded(s.component.on_open(&s.conn)).await {
         Err(e) => {
-            tracing::warn!(conn = %conn.id(), error = %e, "on_open failed");
-            component.on_error(conn, e).await;
+            tracing::warn!(conn = %s.conn.id(), error = %e, "on_open failed");
+            s.component.on_error(&s.conn, e).await;
             End::ServerCloses(
                 CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
                 CloseInitiator::Server,
                 CLOSE_GRACE,
             )
         }
-        Ok(()) => main_loop(ws, conn, outbox, component, cfg, guard, signals).await,
+        Ok(()) => main_loop(&mut s).await,
     };
-    drop(signals.watch.take());
-    outbox.mark_closed();
+    s.watch = None;
+    s.outbox.mark_closed();
     // Boxed: what closing needs is allocated only when it happens, so it
     // does not enlarge every open connection's task.
-    let reason = Box::pin(close(ws, outbox, end)).await;
-    // The socket closes now, before `on_close` runs.
-    let conn = conn.clone();
-    let component = Arc::clone(&session.component);
-    drop(session);
+    let reason = Box::pin(close(&mut s.ws, &mut s.outbox, end)).await;
+    // The socket closes now, before `on_close` runs; what is held (the
+    // connection's places in the limits, its entry among the open
+    // sessions) only after.
+    let Session {
+        ws,
+        conn,
+        outbox,
+        component,
+        guard,
+        watch,
+        held,
+        ..
+    } = *s;
+    drop((ws, outbox, guard, watch));
     let on_close = AssertUnwindSafe(component.on_close(&conn, reason.clone()));
     if let Err(p) = on_close.catch_unwind().await {
         tracing::error!(conn = %conn.id(), panic = %panic_message(p), "on_close panicked");
@@ -236,8 +243,10 @@ pub(crate) async fn run(mut session: Box<Session<'_>>) {
         client = %conn.client_addr(),
         code = reason.frame.as_ref().map(|f| f.code.0),
         initiator = ?reason.initiator,
+        duration_ms = held.started.elapsed().as_millis() as u64,
         "connection closed"
     );
+    drop(held);
 }
 
 /// Ends the connection as `end` says: answers still queued, the close
@@ -304,8 +313,9 @@ enum Step {
     End(End),
     /// The outbox handed messages over (they are in the batch buffer).
     Write,
-    /// A revalidation event (`None`: nothing left to watch).
-    Auth(Option<AuthEvent>),
+    /// A revalidation event (`None`: nothing left to watch); boxed, as
+    /// it is rare and large.
+    Auth(Option<Box<AuthEvent>>),
     /// The keepalive timer fired.
     Tick,
 }
@@ -325,53 +335,84 @@ fn step_for_frame(frame: Option<Result<TMessage, WsError>>) -> Step {
     }
 }
 
-async fn main_loop(
-    ws: &mut Ws,
-    conn: &Connection,
-    outbox: &mut Outbox,
-    component: &dyn Component,
-    cfg: &SessionConfig,
-    guard: &mut MessageGuard,
-    signals: &mut Signals<'_>,
-) -> End {
-    let keepalive = !cfg.ping_interval.is_zero();
-    let interval = if keepalive {
-        cfg.ping_interval
-    } else {
-        Duration::from_secs(3600)
-    };
-    // When the last ping went out, if nothing was read since.
-    let mut ping_sent: Option<Instant> = None;
-    let ping_timer = tokio::time::sleep(interval);
-    tokio::pin!(ping_timer);
+/// The session's one timer: keepalive and the end of local sessions (a
+/// JWT's `exp`) share it, so a connection has one timer entry and the loop
+/// polls one timer, and only when nothing else is ready.
+struct Timer {
+    /// When the keepalive next looks at the connection (`None`: off).
+    ping_at: Option<Instant>,
+    /// When the last ping went out, if nothing was read since.
+    ping_sent: Option<Instant>,
+    /// When the next local session ends.
+    end_at: Option<Instant>,
+    /// The earlier of the two, as the socket adapter's clock: a message
+    /// read at or after it runs the timer's work (a client that never
+    /// stops sending still has its session end on time).
+    due: Option<std::time::Instant>,
+}
+
+impl Timer {
+    fn new(cfg: &SessionConfig, watch: Option<&Watch>) -> Self {
+        let now = Instant::now();
+        let mut t = Self {
+            ping_at: (!cfg.ping_interval.is_zero()).then(|| now + cfg.ping_interval),
+            ping_sent: None,
+            end_at: None,
+            due: None,
+        };
+        t.set_end(watch, now);
+        t
+    }
+
+    /// Takes the next end of a local watch.
+    fn set_end(&mut self, watch: Option<&Watch>, now: Instant) {
+        self.end_at = match watch {
+            Some(Watch::Local(ends)) => ends.next_end().map(|at| {
+                now + at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            }),
+            _ => None,
+        };
+        self.due = match (self.ping_at, self.end_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(Instant::into_std);
+    }
+}
+
+async fn main_loop(s: &mut Session<'_>) -> End {
+    let mut timer = Timer::new(s.cfg, s.watch.as_ref());
+    let sleep = tokio::time::sleep_until(timer.due.map_or_else(Instant::now, Instant::from_std));
+    tokio::pin!(sleep);
     let mut reads_since_write = 0u32;
     let mut buf: Vec<ws_core::Message> = Vec::new();
-    let Signals {
-        shutting_down,
-        watch,
-    } = signals;
 
     loop {
         // After a burst of reads, write what the component queued before
         // reading on; with nothing queued, keep reading.
-        let write_first = reads_since_write >= READ_BUDGET && !outbox.is_empty();
+        let write_first = reads_since_write >= READ_BUDGET && !s.outbox.is_empty();
+        let task_watch = matches!(s.watch, Some(Watch::Task { .. }));
         let step = tokio::select! {
             biased;
-            // Only a connection with sessions to re-check polls this.
-            event = next_auth_event(watch), if watch.is_some() => Step::Auth(event),
-            frame = ws.next(), if !write_first => {
+            // Only a connection whose sessions are re-checked by a task
+            // polls this (first: a client that never stops sending must
+            // not delay its session's end).
+            event = next_task_event(&mut s.watch), if task_watch => Step::Auth(event.map(Box::new)),
+            frame = s.ws.next(), if !write_first => {
                 reads_since_write += 1;
                 step_for_frame(frame)
             }
-            out = std::future::poll_fn(|cx| outbox.poll_recv(cx, &mut buf, WRITE_BATCH)) => {
+            out = std::future::poll_fn(|cx| s.outbox.poll_recv(cx, &mut buf, WRITE_BATCH)) => {
                 reads_since_write = 0;
                 match out {
                     Some(Outgoing::Messages(_)) => Step::Write,
                     Some(Outgoing::Close(frame)) => Step::End(
                         // The server's own 1001 at shutdown waits as long
                         // as shutdown allows for the client's answer.
-                        if frame.code == CloseCode::GOING_AWAY && shutting_down.load(Ordering::Acquire) {
-                            End::ServerCloses(frame, CloseInitiator::Shutdown, cfg.shutdown_timeout)
+                        if frame.code == CloseCode::GOING_AWAY && s.shutting_down.load(Ordering::Acquire) {
+                            End::ServerCloses(frame, CloseInitiator::Shutdown, s.cfg.shutdown_timeout)
                         } else {
                             End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE)
                         },
@@ -379,84 +420,120 @@ async fn main_loop(
                     None => Step::End(End::Dropped),
                 }
             }
-            () = &mut ping_timer, if keepalive => Step::Tick,
+            () = &mut sleep, if timer.due.is_some() => Step::Tick,
         };
         match step {
             Step::Message(msg) => {
-                if let Err(frame) = guard.check(ws.get_ref().last_read()) {
-                    tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), reason = %frame.reason, "message rate exceeded");
+                let read_at = s.ws.get_ref().last_read();
+                if let Err(frame) = s.guard.check(read_at) {
+                    tracing::debug!(conn = %s.conn.id(), client = %s.conn.client_addr(), reason = %frame.reason, "message rate exceeded");
                     return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
                 // Its answers to this connection need no wake-up: the loop
                 // looks at the outbox next.
-                if let Err(e) = guarded(outbox.serving(component.on_message(conn, msg))).await {
-                    tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
-                    component.on_error(conn, e).await;
+                if let Err(e) =
+                    guarded(s.outbox.serving(s.component.on_message(&s.conn, msg))).await
+                {
+                    tracing::warn!(conn = %s.conn.id(), error = %e, "on_message failed");
+                    s.component.on_error(&s.conn, e).await;
                     return End::ServerCloses(
                         CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
                         CloseInitiator::Server,
                         CLOSE_GRACE,
                     );
                 }
+                // The timer's work is due (no clock read: the read's time).
+                if timer.due.is_some_and(|due| read_at >= due)
+                    && let Some(end) = Box::pin(tick(s, &mut timer)).await
+                {
+                    return end;
+                }
             }
             Step::Nothing => {}
             Step::End(end) => return end,
             Step::Write => {
-                if !write_batch(ws, &mut buf, cfg.write_timeout).await {
+                if !write_batch(&mut s.ws, &mut buf, s.cfg.write_timeout).await {
                     return End::Dropped;
                 }
             }
             Step::Auth(event) => {
-                if let Some(end) = Box::pin(auth_event(event, watch, conn, component)).await {
+                if let Some(end) = Box::pin(auth_event(event.map(|e| *e), s)).await {
                     return end;
                 }
             }
             Step::Tick => {
-                // Read times come from the socket adapter: no clock read per
-                // message.
-                let last_seen = Instant::from_std(ws.get_ref().last_read());
-                let pinged = ping_sent.is_some_and(|sent| last_seen < sent);
-                // Nothing read since the last ping either: the peer is gone.
-                if pinged && last_seen.elapsed() >= interval {
-                    return End::ServerCloses(
-                        CloseFrame::new(CloseCode::GOING_AWAY, "keepalive timeout"),
-                        CloseInitiator::Server,
-                        // The peer has been silent for two intervals: it will
-                        // hardly answer now.
-                        Duration::from_millis(100),
-                    );
-                }
-                let since = last_seen.elapsed();
-                if since >= interval {
-                    ping_sent = Some(Instant::now());
-                    // Boxed: a rare path, kept out of the task's resident size.
-                    let ping = Box::pin(timeout(
-                        cfg.write_timeout,
-                        ws.send(TMessage::Ping(bytes::Bytes::new())),
-                    ));
-                    if !matches!(ping.await, Ok(Ok(()))) {
-                        return End::Dropped;
-                    }
-                    ping_timer.as_mut().reset(Instant::now() + interval);
-                } else {
-                    ping_sent = None;
-                    ping_timer.as_mut().reset(last_seen + interval);
+                if let Some(end) = Box::pin(tick(s, &mut timer)).await {
+                    return end;
                 }
             }
+        }
+        if let Some(due) = timer.due
+            && sleep.deadline() != Instant::from_std(due)
+        {
+            sleep.as_mut().reset(Instant::from_std(due));
         }
     }
 }
 
+/// The timer's work: the end of local sessions, then keepalive; `Some`
+/// when it ends the connection. Sets the timer's next due time.
+async fn tick(s: &mut Session<'_>, timer: &mut Timer) -> Option<End> {
+    let now = Instant::now();
+    if timer.end_at.is_some_and(|at| at <= now) {
+        let wall = SystemTime::now();
+        while let (Some(Watch::Local(ends)), Some(auth)) = (&mut s.watch, s.auth) {
+            let Some(event) = ends.ended(auth, wall) else {
+                break;
+            };
+            if ends.is_empty() {
+                s.watch = None;
+            }
+            if let Some(end) = auth_event(Some(event), s).await {
+                return Some(end);
+            }
+        }
+    }
+    if timer.ping_at.is_some_and(|at| at <= now) {
+        let interval = s.cfg.ping_interval;
+        // Read times come from the socket adapter: no clock read per
+        // message.
+        let last_seen = Instant::from_std(s.ws.get_ref().last_read());
+        let pinged = timer.ping_sent.is_some_and(|sent| last_seen < sent);
+        // Nothing read since the last ping either: the peer is gone.
+        if pinged && now.saturating_duration_since(last_seen) >= interval {
+            return Some(End::ServerCloses(
+                CloseFrame::new(CloseCode::GOING_AWAY, "keepalive timeout"),
+                CloseInitiator::Server,
+                // The peer has been silent for two intervals: it will
+                // hardly answer now.
+                Duration::from_millis(100),
+            ));
+        }
+        if now.saturating_duration_since(last_seen) >= interval {
+            timer.ping_sent = Some(now);
+            let ping = timeout(
+                s.cfg.write_timeout,
+                s.ws.send(TMessage::Ping(bytes::Bytes::new())),
+            );
+            if !matches!(ping.await, Ok(Ok(()))) {
+                return Some(End::Dropped);
+            }
+            timer.ping_at = Some(Instant::now() + interval);
+        } else {
+            timer.ping_sent = None;
+            timer.ping_at = Some(last_seen + interval);
+        }
+    }
+    timer.set_end(s.watch.as_ref(), now);
+    None
+}
+
 /// Applies a revalidation event; `Some` when it ends the connection.
-async fn auth_event(
-    event: Option<AuthEvent>,
-    watch: &mut Option<Watch>,
-    conn: &Connection,
-    component: &dyn Component,
-) -> Option<End> {
+async fn auth_event(event: Option<AuthEvent>, s: &mut Session<'_>) -> Option<End> {
+    let (conn, component) = (&s.conn, &*s.component);
     match event {
         // Every session was downgraded: nothing left to watch.
-        None => *watch = None,
+        None => s.watch = None,
         Some(AuthEvent::Changed(name, user)) => {
             tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
             conn.set_aspect(&name, user);
@@ -479,10 +556,11 @@ async fn auth_event(
     None
 }
 
-/// The next event of `watch`; pending forever without one.
-async fn next_auth_event(watch: &mut Option<Watch>) -> Option<AuthEvent> {
+/// The next event of a task that re-checks sessions; pending forever
+/// without one.
+async fn next_task_event(watch: &mut Option<Watch>) -> Option<AuthEvent> {
     match watch {
-        Some(w) => w.next().await,
+        Some(w) => w.next_task_event().await,
         None => std::future::pending().await,
     }
 }

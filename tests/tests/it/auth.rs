@@ -421,6 +421,91 @@ async fn a_jwt_closes_the_connection_at_its_exp() {
     );
 }
 
+/// Swallows every message: a client flooding it gets nothing back, so the
+/// server always has the next frame to read.
+struct Silent;
+
+#[ws_core::async_trait]
+impl Component for Silent {
+    fn route(&self) -> Option<Cow<'static, str>> {
+        Some("/silent".into())
+    }
+
+    async fn on_message(&self, _conn: &Connection, _msg: Message) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let secret = SecretFile::new();
+    let mut config = ServerConfig::default();
+    config.aspects = vec![cookie_jwt(&secret.0).into()];
+    // No message-rate limit: only the session's end may close.
+    config.max_messages_per_second = 0;
+    config.max_messages_per_address_per_second = 0;
+    let server = Server::builder()
+        .component(Silent)
+        .config(config)
+        .build_async()
+        .await
+        .expect("server builds");
+    let srv = TestServer::serve(server).await;
+    let exp = now() + 2;
+    let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": exp}));
+    let ws = connect_cookie(&srv, "/silent", &format!("fe_token={jwt}")).await;
+    let (mut tx, mut rx) = ws.split();
+    // Pipelined frames as fast as the socket takes them, for at most 6 s
+    // (the close comes after about 2).
+    let flood = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(6);
+        let mut sent = 0u64;
+        while Instant::now() < until {
+            for _ in 0..64 {
+                if tx.feed(WsMessage::text("x")).await.is_err() {
+                    return sent;
+                }
+                sent += 1;
+            }
+            if tx.flush().await.is_err() {
+                return sent;
+            }
+        }
+        sent
+    });
+    let frame = tokio::time::timeout(ws_tests::WAIT, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("the stream ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within the wait limit")
+    .expect("a close frame with a code");
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let sent = flood.await.expect("the flooding task");
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1008, "session ended")
+    );
+    assert!(sent > 10_000, "the client sent only {sent} messages");
+    #[allow(clippy::cast_precision_loss)]
+    let exp = exp as f64;
+    assert!(
+        at >= exp - 0.05 && at <= exp + 1.0,
+        "closed at {at}, exp is {exp}"
+    );
+}
+
 #[tokio::test]
 async fn downgrade_keeps_the_connection_and_calls_the_hook() {
     let secret = SecretFile::new();
