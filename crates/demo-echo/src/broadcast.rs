@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use ws_core::{BoxError, Component, Connection, HubError, Message};
+use ws_core::{BoxError, Component, Connection, Handled, HubError, Message};
 
 /// Every data message sent on `/broadcast` goes to every connection on it,
 /// the sender included, unchanged (text stays text, binary stays binary).
@@ -29,12 +29,18 @@ impl Component for Broadcast {
         Ok(())
     }
 
-    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+    /// Publishes at once: no future per message.
+    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
         match conn.hub().publish(BROADCAST_CHANNEL, msg) {
             // Local members got it; the broker reports what it could not forward.
-            Ok(_) | Err(HubError::Unavailable(_)) => Ok(()),
+            Ok(_) | Err(HubError::Unavailable(_)) => Ok(Handled::Done),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Only reached if `on_message_now` handed a message on (it never does).
+    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+        self.on_message_now(conn, msg).map(drop)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use ws_core::{BoxError, Component, Connection, Message};
+use ws_core::{BoxError, Component, Connection, Handled, Message};
 
 /// Sends every message back unchanged, on `/echo`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,9 +18,15 @@ impl Component for Echo {
         Some(Cow::Borrowed("/echo"))
     }
 
-    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+    /// Echoes at once: no future per message.
+    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
         conn.send(msg)?;
-        Ok(())
+        Ok(Handled::Done)
+    }
+
+    /// Only reached if `on_message_now` handed a message on (it never does).
+    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+        self.on_message_now(conn, msg).map(drop)
     }
 }
 

@@ -59,7 +59,54 @@ pub trait Component: Send + Sync + 'static {
         Ok(())
     }
 
-    /// A message arrived.
+    /// A message arrived, to be handled now, without awaiting, if this
+    /// component can: the fast path for components whose message handling
+    /// never waits (sending to connections and publishing are synchronous in
+    /// ws-core). It spares the boxed future of
+    /// [`on_message`](Self::on_message), one allocation per message.
+    ///
+    /// Return [`Handled::Done`] when the message is dealt with, or hand it
+    /// on with [`Handled::Later`] to have `on_message` called with it (the
+    /// default, for every message). The rules of `on_message` hold: in
+    /// order, one at a time, and an error or a panic goes to `on_error` and
+    /// closes the connection with 1011.
+    ///
+    /// ```
+    /// use ws_core::{BoxError, Component, Connection, Handled, Message};
+    ///
+    /// struct Echo;
+    ///
+    /// #[ws_core::async_trait]
+    /// impl Component for Echo {
+    ///     fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
+    ///         conn.send(msg)?;
+    ///         Ok(Handled::Done)
+    ///     }
+    ///
+    ///     // Only called for what `on_message_now` hands on: here, nothing.
+    ///     async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+    ///         conn.send(msg)?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// use ws_core::testing::{Received, TestClient};
+    ///
+    /// let mut client = TestClient::open(Echo, "/echo").await?;
+    /// client.send("hi").await?;
+    /// assert_eq!(client.recv().await, Some(Received::Message(Message::from("hi"))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
+        let _ = conn;
+        Ok(Handled::Later(msg))
+    }
+
+    /// A message arrived (one that [`on_message_now`](Self::on_message_now)
+    /// handed on: by default, every message).
     async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError>;
 
     /// The connection ended; called exactly once per opened connection.
@@ -78,6 +125,16 @@ pub trait Component: Send + Sync + 'static {
     async fn on_error(&self, conn: &Connection, error: BoxError) {
         let _ = (conn, error);
     }
+}
+
+/// What [`Component::on_message_now`] did with a message.
+#[derive(Debug)]
+#[must_use]
+pub enum Handled {
+    /// Dealt with: [`Component::on_message`] is not called.
+    Done,
+    /// Not handled yet: the server calls [`Component::on_message`] with it.
+    Later(Message),
 }
 
 /// A component made of one closure for `on_message`, mounted on `route`.

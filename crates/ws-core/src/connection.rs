@@ -457,6 +457,16 @@ impl Outbox {
         }
     }
 
+    /// Runs `work` as the writer's own, like [`serving`](Self::serving)
+    /// for a future: sends to this connection made meanwhile (on this
+    /// thread) do not wake the writer. The server runs
+    /// [`Component::on_message_now`](crate::Component::on_message_now) in
+    /// this.
+    pub fn serving_now<R>(&self, work: impl FnOnce() -> R) -> R {
+        let _restore = Restore(SERVING.with(|c| c.replace(Arc::as_ptr(&self.conn) as usize)));
+        work()
+    }
+
     /// Messages queued and not yet taken.
     pub fn len(&self) -> usize {
         self.conn.lock_queue().items.len()
@@ -484,6 +494,15 @@ impl Outbox {
     }
 }
 
+/// Puts the previous [`SERVING`] value back, also when the work panics.
+struct Restore(usize);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        SERVING.with(|c| c.set(self.0));
+    }
+}
+
 /// The future returned by [`Outbox::serving`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Serving<F> {
@@ -501,13 +520,6 @@ impl<F: Future + Unpin> Future for Serving<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        /// Puts the previous value back, also when `work` panics.
-        struct Restore(usize);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                SERVING.with(|c| c.set(self.0));
-            }
-        }
         let _restore = Restore(SERVING.with(|c| c.replace(self.conn)));
         Pin::new(&mut self.work).poll(cx)
     }

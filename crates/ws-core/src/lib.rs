@@ -85,7 +85,7 @@ pub use bytes::Bytes;
 pub use http::HeaderMap;
 
 pub use aspect::{Aspects, UserAspect};
-pub use component::{BoxError, Component, FnComponent, component_fn};
+pub use component::{BoxError, Component, FnComponent, Handled, component_fn};
 pub use connection::{
     Connection, ConnectionId, HandshakeInfo, Outbox, Outgoing, SendError, Serving,
 };

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::component::{BoxError, Component};
+use crate::component::{BoxError, Component, Handled};
 use crate::connection::{Connection, HandshakeInfo, Outbox, Outgoing};
 use crate::hub::Hub;
 use crate::message::{CloseFrame, CloseInitiator, CloseReason, Message};
@@ -99,12 +99,16 @@ impl TestClient {
         &self.conn
     }
 
-    /// Delivers a message to `on_message`.
+    /// Delivers a message as the server does: to `on_message_now`, then,
+    /// if handed on, to `on_message`.
     ///
     /// # Errors
-    /// What `on_message` returned.
+    /// What either returned.
     pub async fn send(&mut self, msg: impl Into<Message>) -> Result<(), BoxError> {
-        self.component.on_message(&self.conn, msg.into()).await
+        match self.component.on_message_now(&self.conn, msg.into())? {
+            Handled::Done => Ok(()),
+            Handled::Later(msg) => self.component.on_message(&self.conn, msg).await,
+        }
     }
 
     /// The next thing the component sent; `None` after its close was read.

@@ -23,8 +23,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
 use ws_core::{
-    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Outbox,
-    Outgoing, UserAspect,
+    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Handled,
+    Outbox, Outgoing, UserAspect,
 };
 use ws_ratelimit::{AddressMessageRate, MessageRate};
 
@@ -430,10 +430,22 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
                 // Its answers to this connection need no wake-up: the loop
-                // looks at the outbox next.
-                if let Err(e) =
-                    guarded(s.outbox.serving(s.component.on_message(&s.conn, msg))).await
-                {
+                // looks at the outbox next. The component's synchronous hook
+                // first: no future is allocated for what it handles.
+                let now = s.outbox.serving_now(|| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        s.component.on_message_now(&s.conn, msg)
+                    }))
+                });
+                let handled = match now {
+                    Ok(Ok(Handled::Done)) => Ok(()),
+                    Ok(Ok(Handled::Later(msg))) => {
+                        guarded(s.outbox.serving(s.component.on_message(&s.conn, msg))).await
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(p) => Err(Box::new(Panicked(panic_message(p))) as BoxError),
+                };
+                if let Err(e) = handled {
                     tracing::warn!(conn = %s.conn.id(), error = %e, "on_message failed");
                     s.component.on_error(&s.conn, e).await;
                     return End::ServerCloses(

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use ws_core::{BoxError, CloseCode, CloseReason, Component, Connection, Message, ServerContext};
+use ws_core::{
+    BoxError, CloseCode, CloseReason, Component, Connection, Handled, Message, ServerContext,
+};
 use ws_runtime::{Server, ServerConfig};
 use ws_tests::{TestServer, expect_close, next_text, send};
 
@@ -58,6 +60,20 @@ impl Component for Recorder {
     async fn on_open(&self, conn: &Connection) -> Result<(), BoxError> {
         self.push(format!("open {}", conn.id()));
         Ok(())
+    }
+
+    /// `now …` is handled here, without a future; everything else goes on
+    /// to `on_message`.
+    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
+        match msg.as_text().and_then(|t| t.strip_prefix("now ")) {
+            Some("fail") => Err("asked to fail now".into()),
+            Some("panic") => panic!("asked to panic now"),
+            Some(text) => {
+                conn.send(format!("now:{text}"))?;
+                Ok(Handled::Done)
+            }
+            None => Ok(Handled::Later(msg)),
+        }
     }
 
     async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
@@ -181,6 +197,46 @@ async fn component_close_error_and_panic() {
     );
     assert_eq!(count(&ev, "error"), 2, "{ev:?}");
     drop((a, b, c, d));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_synchronous_hook_handles_or_hands_on_in_order_and_fails_like_on_message() {
+    let rec = Arc::new(Recorder::default());
+    let srv = start(&rec, ServerConfig::default()).await;
+
+    // Handled now, handed on, handled now: answers in the order sent.
+    let mut a = srv.connect("/rec").await;
+    for m in ["now a", "b", "now c", "d"] {
+        send(&mut a, m).await;
+    }
+    for want in ["now:a", "b", "now:c", "d"] {
+        assert_eq!(next_text(&mut a).await, want);
+    }
+
+    let mut b = srv.connect("/rec").await;
+    send(&mut b, "now fail").await;
+    assert_eq!(
+        expect_close(&mut b).await,
+        (1011, "internal error".to_owned())
+    );
+    let mut c = srv.connect("/rec").await;
+    send(&mut c, "now panic").await;
+    assert_eq!(expect_close(&mut c).await.0, 1011);
+
+    // The server keeps serving, the first connection too.
+    send(&mut a, "now still here").await;
+    assert_eq!(next_text(&mut a).await, "now:still here");
+
+    let ev = rec.wait_for(|e| count(e, "close") == 2).await;
+    assert!(ev.iter().any(|e| e.contains("asked to fail now")), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("panicked: asked to panic now")),
+        "{ev:?}"
+    );
+    assert_eq!(count(&ev, "error"), 2, "{ev:?}");
+    drop((a, b, c));
     srv.shutdown().await;
 }
 
