@@ -194,10 +194,14 @@ struct LocalState {
     users: HashMap<String, HashSet<ConnectionId>>,
 }
 
+/// One open connection: kept for every connection, so small (a
+/// connection in no channel has no set).
+// The box keeps an empty set at one pointer instead of six words.
+#[allow(clippy::box_collection)]
 struct LocalEntry {
     conn: Connection,
-    user: Option<String>,
-    channels: HashSet<String>,
+    user: Option<Box<str>>,
+    channels: Option<Box<HashSet<String>>>,
 }
 
 /// Channels within one process.
@@ -283,8 +287,10 @@ fn remove_user(users: &mut HashMap<String, HashSet<ConnectionId>>, user: &str, i
     }
 }
 
-fn user_of(conn: &Connection) -> Option<String> {
-    conn.aspects().user().and_then(|u| u.id.clone())
+fn user_of(conn: &Connection) -> Option<Box<str>> {
+    conn.aspects()
+        .user()
+        .and_then(|u| u.id.as_deref().map(Box::from))
 }
 
 #[async_trait::async_trait]
@@ -293,14 +299,14 @@ impl HubBackend for LocalHub {
         let user = user_of(conn);
         let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(u) = &user {
-            s.users.entry(u.clone()).or_default().insert(conn.id());
+            s.users.entry(u.to_string()).or_default().insert(conn.id());
         }
         s.conns.insert(
             conn.id(),
             LocalEntry {
                 conn: conn.clone(),
                 user,
-                channels: HashSet::new(),
+                channels: None,
             },
         );
     }
@@ -310,7 +316,7 @@ impl HubBackend for LocalHub {
         let Some(entry) = s.conns.remove(&id) else {
             return;
         };
-        for ch in entry.channels {
+        for ch in entry.channels.into_iter().flat_map(|c| *c) {
             if let Some(members) = s.channels.get_mut(&ch) {
                 members.remove(&id);
                 if members.is_empty() {
@@ -337,7 +343,7 @@ impl HubBackend for LocalHub {
             remove_user(&mut s.users, &u, conn.id());
         }
         if let Some(u) = user {
-            s.users.entry(u).or_default().insert(conn.id());
+            s.users.entry(u.into()).or_default().insert(conn.id());
         }
     }
 
@@ -348,7 +354,10 @@ impl HubBackend for LocalHub {
             // Not registered (already closed): joining has no effect.
             return Ok(());
         };
-        entry.channels.insert(channel.to_owned());
+        entry
+            .channels
+            .get_or_insert_default()
+            .insert(channel.to_owned());
         s.channels
             .entry(channel.to_owned())
             .or_default()
@@ -358,8 +367,13 @@ impl HubBackend for LocalHub {
 
     fn leave(&self, id: ConnectionId, channel: &str) {
         let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = s.conns.get_mut(&id) {
-            entry.channels.remove(channel);
+        if let Some(entry) = s.conns.get_mut(&id)
+            && let Some(channels) = &mut entry.channels
+        {
+            channels.remove(channel);
+            if channels.is_empty() {
+                entry.channels = None;
+            }
         }
         if let Some(members) = s.channels.get_mut(channel) {
             members.remove(&id);
