@@ -316,6 +316,12 @@ impl Connection {
         old
     }
 
+    /// The logged-in user (see [`Aspects::user`]), without copying the
+    /// aspects.
+    pub(crate) fn user(&self) -> Option<Arc<UserAspect>> {
+        self.lock_aspects().user()
+    }
+
     fn lock_aspects(&self) -> MutexGuard<'_, Aspects> {
         self.inner
             .aspects

@@ -267,7 +267,7 @@ impl LocalHub {
 
 /// The presence entry of a local connection.
 pub fn member_of(conn: &Connection) -> Member {
-    let user = conn.aspects().user();
+    let user = conn.user();
     Member {
         connection: conn.id().to_string(),
         user_id: user.as_ref().and_then(|u| u.id.clone()),
@@ -288,9 +288,7 @@ fn remove_user(users: &mut HashMap<String, HashSet<ConnectionId>>, user: &str, i
 }
 
 fn user_of(conn: &Connection) -> Option<Box<str>> {
-    conn.aspects()
-        .user()
-        .and_then(|u| u.id.as_deref().map(Box::from))
+    conn.user().and_then(|u| u.id.as_deref().map(Box::from))
 }
 
 #[async_trait::async_trait]

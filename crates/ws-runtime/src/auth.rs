@@ -5,8 +5,7 @@
 //! Key design decisions:
 //!
 //! - **No aspect configured, no stage.** The server then has no [`Auth`] and
-//!   the pipeline has no authentication stage: not even a lookup per
-//!   handshake.
+//!   the pipeline skips authentication: not even a lookup per handshake.
 //! - **An unknown path asks no session store.** The stage looks the route
 //!   up first; a request for no route goes on and gets its 404 at the end of
 //!   the pipeline, without a Redis, SQL or HTTP look-up.
@@ -39,7 +38,7 @@ use ws_auth::{AspectConfig, Authenticator, Credential, Revalidator, SessionEnd};
 use ws_core::{Aspects, CloseCode, CloseFrame, UserAspect};
 
 use crate::config::{AspectSettings, OnSessionEnd};
-use crate::pipeline::{self, HandshakeRequest, HandshakeResponse, HandshakeService, Next, refusal};
+use crate::pipeline::{HandshakeRequest, HandshakeResponse, refusal};
 
 /// The close reason when a session ends under `on_end = "close"`.
 pub(crate) const SESSION_ENDED: &str = "session ended";
@@ -186,43 +185,35 @@ impl HeldRevalidators {
 }
 
 /// Stage 4: resolves every aspect of a handshake for a mounted route and
-/// enforces the route's requirement. `route_of` gives the requirement of
-/// the route a path matches, `None` for no route.
-pub(crate) fn stage<R>(inner: HandshakeService, auth: Arc<Auth>, route_of: R) -> HandshakeService
-where
-    R: Fn(&str) -> Option<Arc<Requirement>> + Clone + Send + Sync + 'static,
-{
-    pipeline::stage(inner, move |mut req: HandshakeRequest, next: Next| {
-        let auth = Arc::clone(&auth);
-        let requirement = route_of(req.uri().path());
-        async move {
-            // No route: refused with 404 later, without asking any store.
-            let Some(requirement) = requirement else {
-                return next.run(req).await;
-            };
-            let resolved = match auth
-                .authenticator
-                .resolve(req.headers(), req.uri().query())
-                .await
-            {
-                Ok(resolved) => resolved,
-                // The aspect and the kind of failure, never the store's
-                // own error text (it is logged by ws-auth).
-                Err(e) => return refusal(e.status(), format!("{e}; try again later")),
-            };
-            if let Some(refused) = requirement.refusal(&resolved.aspects, &auth) {
-                return refused;
-            }
-            let ext = req.extensions_mut();
-            ext.insert(resolved.aspects);
-            if !resolved.revalidators.is_empty() {
-                ext.insert(HeldRevalidators(Arc::new(Mutex::new(
-                    resolved.revalidators,
-                ))));
-            }
-            next.run(req).await
-        }
-    })
+/// enforces the route's `requirement`; the resolved aspects (and what
+/// re-checks them) go into the request's extensions. `Some` is the refusal
+/// to answer with.
+pub(crate) async fn authenticate(
+    auth: &Auth,
+    requirement: &Requirement,
+    req: &mut HandshakeRequest,
+) -> Option<HandshakeResponse> {
+    let resolved = match auth
+        .authenticator
+        .resolve(req.headers(), req.uri().query())
+        .await
+    {
+        Ok(resolved) => resolved,
+        // The aspect and the kind of failure, never the store's own error
+        // text (it is logged by ws-auth).
+        Err(e) => return Some(refusal(e.status(), format!("{e}; try again later"))),
+    };
+    if let Some(refused) = requirement.refusal(&resolved.aspects, auth) {
+        return Some(refused);
+    }
+    let ext = req.extensions_mut();
+    ext.insert(resolved.aspects);
+    if !resolved.revalidators.is_empty() {
+        ext.insert(HeldRevalidators(Arc::new(Mutex::new(
+            resolved.revalidators,
+        ))));
+    }
+    None
 }
 
 /// What the revalidation of a connection tells its session.

@@ -16,6 +16,8 @@
 //!
 //! Hosts compare case-insensitively; an empty list allows every origin.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 use http::header::ORIGIN;
 
@@ -52,11 +54,13 @@ enum Rule {
     },
 }
 
-/// An `Origin` header value taken apart.
+/// An `Origin` header value taken apart; lowercased copies only when the
+/// header has capitals (a browser sends it lowercase: no allocation per
+/// handshake).
 #[derive(Debug, PartialEq, Eq)]
-struct Origin {
-    scheme: String,
-    host: String,
+struct Origin<'a> {
+    scheme: Cow<'a, str>,
+    host: Cow<'a, str>,
     /// Explicit or the scheme's default; `None` when neither is known.
     port: Option<u16>,
 }
@@ -124,19 +128,28 @@ fn split_port(s: &str) -> Result<(&str, Option<u16>), String> {
     Ok((host, port))
 }
 
-fn parse_origin(value: &str) -> Option<Origin> {
+fn parse_origin(value: &str) -> Option<Origin<'_>> {
     let (scheme, rest) = value.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
+    let scheme = lowercase(scheme);
     if !valid_scheme(&scheme) || rest.contains(['/', '?', '#', '@']) {
         return None;
     }
     let (host, port) = split_port(rest).ok()?;
-    let host = host.to_ascii_lowercase();
+    let host = lowercase(host);
     if !valid_host(&host) {
         return None;
     }
     let port = port.or_else(|| default_port(&scheme));
     Some(Origin { scheme, host, port })
+}
+
+/// `s` in ASCII lowercase, copied only when it has capitals.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 fn parse_rule(entry: &str) -> Result<Rule, String> {
@@ -204,12 +217,12 @@ fn parse_rule(entry: &str) -> Result<Rule, String> {
 }
 
 impl Rule {
-    fn matches(&self, raw: &str, origin: Option<&Origin>) -> bool {
+    fn matches(&self, raw: &str, origin: Option<&Origin<'_>>) -> bool {
         match (self, origin) {
             (Self::Any, _) => true,
             (Self::Null, _) => raw == "null",
             (_, None) => false,
-            (Self::Host(h), Some(o)) => *h == o.host,
+            (Self::Host(h), Some(o)) => *h == *o.host,
             (
                 Self::Subdomain {
                     scheme,
@@ -220,11 +233,11 @@ impl Rule {
             ) => {
                 o.host.ends_with(suffix.as_str())
                     && o.host.len() > suffix.len()
-                    && scheme.as_ref().is_none_or(|s| *s == o.scheme)
+                    && scheme.as_ref().is_none_or(|s| *s == *o.scheme)
                     && (scheme.is_none() || *port == o.port)
             }
             (Self::Exact { scheme, host, port }, Some(o)) => {
-                *scheme == o.scheme && *host == o.host && *port == o.port
+                *scheme == *o.scheme && *host == *o.host && *port == o.port
             }
         }
     }

@@ -22,9 +22,10 @@
 //! 6. **route**: no route → 404; the route's own `max_connections` → 429;
 //!    subprotocol negotiation, then the 101 and the session.
 //!
-//! Stages 1–3 never await and run as one step; authentication, each user
-//! layer and the route are a step each. Every step is a [`tower::Layer`]
-//! over a [`HandshakeService`]: a request
+//! The built-in stages (1–4 and 6) are plain code run in order: no
+//! type-erased service, no boxed future, no clone per stage and handshake.
+//! The user's layers are [`tower::Layer`]s over a [`HandshakeService`] that
+//! ends in the route; without any, no service is involved at all. A request
 //! is an [`http::Request<()>`](HandshakeRequest) (the body of an upgrade is
 //! empty), the answer an [`http::Response<Bytes>`](HandshakeResponse). A
 //! stage refuses by answering itself, or passes the request on. Refusals are
@@ -305,61 +306,11 @@ impl HeldPermits {
     }
 }
 
-/// Wraps `inner` in a stage made of `f`.
-pub(crate) fn stage<F, Fut>(inner: HandshakeService, f: F) -> HandshakeService
-where
-    F: Fn(HandshakeRequest, Next) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = HandshakeResponse> + Send + 'static,
-{
-    HandshakeService::new(handshake_fn(f).layer(inner))
-}
-
-/// Stages 1–3 in one step, since none of them awaits: the client's address,
-/// the origin check (`policy_for` picks the policy by request path: the
-/// route's own or the server's; `None` when no policy restricts anything),
-/// and the server-wide connection limits. One step instead of three saves
-/// each handshake two type-erased hops (a service clone and a boxed future
-/// each).
-pub(crate) fn guards_stage<P>(
-    inner: HandshakeService,
-    resolver: Arc<ClientAddrResolver>,
-    policy_for: Option<P>,
-    limiter: ConnectionLimiter,
-) -> HandshakeService
-where
-    P: Fn(&str) -> Option<Arc<crate::origin::OriginPolicy>> + Clone + Send + Sync + 'static,
-{
-    stage(inner, move |mut req: HandshakeRequest, next: Next| {
-        let checked = guard(&mut req, &resolver, policy_for.as_ref(), &limiter);
-        async move {
-            let (client, refused) = match checked {
-                Guarded::Pass(client) => (Some(client), None),
-                Guarded::Refused(client, resp) => (client, Some(resp)),
-            };
-            let mut resp = match refused {
-                Some(resp) => resp,
-                None => next.run(req).await,
-            };
-            // For the log line of refusals.
-            if let Some(client) = client {
-                resp.extensions_mut().insert(ClientAddr(client));
-            }
-            resp
-        }
-    })
-}
-
-/// What [`guard`] decided.
-enum Guarded {
-    /// Go on; the client's address.
-    Pass(SocketAddr),
-    /// The refusal, with the client's address once it was known.
-    Refused(Option<SocketAddr>, HandshakeResponse),
-}
-
-/// The checks of [`guards_stage`], in order: the client's address (put into
-/// the request), the origin, the limits.
-fn guard<P>(
+/// Stages 1–3, which never await: the client's address (put into the
+/// request), the origin check (`policy_for` picks the policy by request
+/// path: the route's own or the server's; `None` when no policy restricts
+/// anything), and the server-wide connection limits.
+pub(crate) fn guard<P>(
     req: &mut HandshakeRequest,
     resolver: &ClientAddrResolver,
     policy_for: Option<&P>,
@@ -386,6 +337,14 @@ where
         None => Guarded::Pass(client),
         Some(resp) => Guarded::Refused(Some(client), resp),
     }
+}
+
+/// What [`guard`] decided.
+pub(crate) enum Guarded {
+    /// Go on; the client's address.
+    Pass(SocketAddr),
+    /// The refusal, with the client's address once it was known.
+    Refused(Option<SocketAddr>, HandshakeResponse),
 }
 
 /// The 429 for a limiter's refusal.
@@ -479,36 +438,41 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
-    #[tokio::test]
-    async fn refused_admission_holds_nothing() {
+    #[test]
+    fn refused_admission_holds_nothing() {
         let limiter = ConnectionLimiter::new(ws_ratelimit::ConnectionLimits {
             max_connections: 1,
             ..ws_ratelimit::ConnectionLimits::unlimited()
         })
         .unwrap();
-        let resolver = Arc::new(ClientAddrResolver {
+        let resolver = ClientAddrResolver {
             trusted: crate::client_addr::TrustedProxies::parse(&[]).unwrap(),
             header: crate::config::ForwardedHeader::XForwardedFor,
-        });
+        };
         type PolicyFor = fn(&str) -> Option<Arc<crate::origin::OriginPolicy>>;
-        let svc = guards_stage(ok_service(), resolver, None::<PolicyFor>, limiter.clone());
         let held = HeldPermits::default();
         let mut req = Request::get("/").body(()).unwrap();
         req.extensions_mut()
             .insert(PeerAddr("127.0.0.1:1".parse().unwrap()));
         req.extensions_mut().insert(held.clone());
-        let resp = svc.clone().oneshot(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(matches!(
+            guard(&mut req, &resolver, None::<&PolicyFor>, &limiter),
+            Guarded::Pass(_)
+        ));
         assert_eq!(limiter.active(), 1, "the permit is held");
         let mut req = Request::get("/").body(()).unwrap();
         req.extensions_mut()
             .insert(PeerAddr("127.0.0.2:1".parse().unwrap()));
         req.extensions_mut().insert(HeldPermits::default());
-        let resp = svc.oneshot(req).await.unwrap();
+        let Guarded::Refused(client, resp) =
+            guard(&mut req, &resolver, None::<&PolicyFor>, &limiter)
+        else {
+            panic!("over the limit, yet admitted");
+        };
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
-            resp.extensions().get::<ClientAddr>(),
-            Some(&ClientAddr("127.0.0.2:1".parse().unwrap())),
+            client,
+            Some("127.0.0.2:1".parse().unwrap()),
             "refusals carry the client's address for the log"
         );
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");

@@ -36,7 +36,7 @@ use crate::handshake::{self, Answer, Kind};
 use crate::io::Io;
 use crate::origin::OriginPolicy;
 use crate::pipeline::{
-    self, BoxedLayer, ClientAddr, ClientCertificates, HandshakeRequest, HandshakeResponse,
+    self, BoxedLayer, ClientAddr, ClientCertificates, Guarded, HandshakeRequest, HandshakeResponse,
     HandshakeService, HeldPermits, PeerAddr, refusal,
 };
 use crate::policy::{self, MountedRoute, RouteInfo};
@@ -228,10 +228,10 @@ impl ServerBuilder {
             config.max_messages_per_address_per_second,
             limiter.grouping(),
         );
-        let resolver = Arc::new(ClientAddrResolver {
+        let resolver = ClientAddrResolver {
             trusted: TrustedProxies::parse(&config.trusted_proxies)?,
             header: config.forwarded_header,
-        });
+        };
         let server_origin = Arc::new(OriginPolicy::parse(
             &config.allowed_origins,
             config.require_origin,
@@ -254,59 +254,113 @@ impl ServerBuilder {
             sessions: Sessions::default(),
             tracker: TaskTracker::new(),
         });
-        let pipeline = assemble(&shared, self.layers, resolver, server_origin);
+        let pipeline = Arc::new(Pipeline::new(&shared, self.layers, resolver, server_origin));
         Ok(Server { shared, pipeline })
     }
 }
 
-/// Stacks the handshake pipeline, innermost first; the request passes the
-/// stages in the opposite order (see the [`pipeline`] module).
-fn assemble(
-    shared: &Arc<Shared>,
-    layers: Vec<BoxedLayer>,
-    resolver: Arc<ClientAddrResolver>,
+/// The handshake pipeline (see the [`pipeline`] module): the built-in
+/// stages as plain code, and the user's layers, if any, as one service
+/// ending in the route.
+pub(crate) struct Pipeline {
+    resolver: ClientAddrResolver,
+    /// The server's origin policy, for a path that matches no route.
     server_origin: Arc<OriginPolicy>,
-) -> HandshakeService {
-    // 6. route match, the route's own limit, upgrade.
-    let mut service = route_service(Arc::clone(shared));
-    // 5. the user's layers; the first added runs first.
-    for layer in layers.into_iter().rev() {
-        service = layer(service);
-    }
-    // 4. authentication (aspects, per-route requirement): after the limits,
-    //    so refused clients cost no session look-up; skipped entirely when
-    //    no aspect is configured.
-    if let Some(auth) = &shared.auth {
-        let for_path = Arc::clone(shared);
-        service = auth::stage(service, Arc::clone(auth), move |path: &str| {
-            for_path
-                .routes
-                .at(path)
-                .map(|found| Arc::clone(&for_path.mounted[*found.route.value()].requirement))
-        });
-    }
-    // 1.–3. client address, origin check (by the route's policy: the route
-    //    is only looked up; an unknown path is refused later, with 404),
-    //    connection limits.
-    let checks_origin =
-        !server_origin.allows_all() || shared.mounted.iter().any(|m| !m.origin.allows_all());
-    let for_path = Arc::clone(shared);
-    let origin_for = checks_origin.then_some(move |path: &str| {
-        let policy = match for_path.routes.at(path) {
-            Some(found) => Arc::clone(&for_path.mounted[*found.route.value()].origin),
-            None => Arc::clone(&server_origin),
-        };
-        (!policy.allows_all()).then_some(policy)
-    });
-    pipeline::guards_stage(service, resolver, origin_for, shared.limiter.clone())
+    /// Whether any policy restricts origins at all.
+    checks_origin: bool,
+    /// The user's layers over the route; `None`: straight to the route.
+    user: Option<HandshakeService>,
 }
 
-/// The end of the pipeline: route, the route's own limit, 101, session.
-fn route_service(shared: Arc<Shared>) -> HandshakeService {
-    HandshakeService::new(tower::service_fn(move |req: HandshakeRequest| {
-        let resp = upgrade(&shared, req);
-        async move { Ok::<_, Infallible>(resp) }
-    }))
+impl Pipeline {
+    fn new(
+        shared: &Arc<Shared>,
+        layers: Vec<BoxedLayer>,
+        resolver: ClientAddrResolver,
+        server_origin: Arc<OriginPolicy>,
+    ) -> Self {
+        let user = (!layers.is_empty()).then(|| {
+            // 6. route match, the route's own limit, upgrade.
+            let shared = Arc::clone(shared);
+            let mut service =
+                HandshakeService::new(tower::service_fn(move |req: HandshakeRequest| {
+                    let resp = upgrade(&shared, req);
+                    async move { Ok::<_, Infallible>(resp) }
+                }));
+            // 5. the user's layers; the first added runs first.
+            for layer in layers.into_iter().rev() {
+                service = layer(service);
+            }
+            service
+        });
+        let checks_origin =
+            !server_origin.allows_all() || shared.mounted.iter().any(|m| !m.origin.allows_all());
+        Self {
+            resolver,
+            server_origin,
+            checks_origin,
+            user,
+        }
+    }
+
+    /// Runs `req` through every stage.
+    async fn run(&self, shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse {
+        // 1.–3. client address, origin check (by the route's policy: the
+        //    route is only looked up; an unknown path is refused later, with
+        //    404), connection limits.
+        let policy_for = |path: &str| {
+            let policy = match shared.routes.at(path) {
+                Some(found) => Arc::clone(&shared.mounted[*found.route.value()].origin),
+                None => Arc::clone(&self.server_origin),
+            };
+            (!policy.allows_all()).then_some(policy)
+        };
+        let policy_for = self.checks_origin.then_some(&policy_for);
+        let (client, refused) =
+            match pipeline::guard(&mut req, &self.resolver, policy_for, &shared.limiter) {
+                Guarded::Pass(client) => (client, None),
+                Guarded::Refused(client, resp) => (
+                    client.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    Some(resp),
+                ),
+            };
+        let mut resp = match refused {
+            Some(resp) => resp,
+            None => self.after_guards(shared, req).await,
+        };
+        // For the log line of a refusal.
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            resp.extensions_mut().insert(ClientAddr(client));
+        }
+        resp
+    }
+
+    /// 4. authentication, 5. the user's layers, 6. the route.
+    async fn after_guards(
+        &self,
+        shared: &Arc<Shared>,
+        mut req: HandshakeRequest,
+    ) -> HandshakeResponse {
+        // After the limits, so refused clients cost no session look-up;
+        // skipped entirely when no aspect is configured, and for a path
+        // that matches no route (its 404 comes at the end, without asking
+        // any store).
+        if let Some(auth) = &shared.auth
+            && let Some(found) = shared.routes.at(req.uri().path())
+        {
+            let requirement = Arc::clone(&shared.mounted[*found.route.value()].requirement);
+            if let Some(refused) = auth::authenticate(auth, &requirement, &mut req).await {
+                return refused;
+            }
+        }
+        match &self.user {
+            Some(service) => match service.clone().oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            },
+            None => upgrade(shared, req),
+        }
+    }
 }
 
 /// State shared by every connection of one server.
@@ -339,8 +393,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Server {
     shared: Arc<Shared>,
-    /// The handshake pipeline; each request runs through a clone.
-    pipeline: HandshakeService,
+    /// The handshake pipeline.
+    pipeline: Arc<Pipeline>,
 }
 
 impl std::fmt::Debug for Server {
@@ -438,7 +492,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let shared = Arc::clone(&self.shared);
-                        let pipeline = self.pipeline.clone();
+                        let pipeline = Arc::clone(&self.pipeline);
                         self.shared.tracker.spawn(handle_tcp(shared, pipeline, stream, peer));
                     }
                     Err(e) => {
@@ -498,7 +552,7 @@ async fn reload_on_hangup(server: Server, mut hup: tokio::signal::unix::Signal) 
 /// accepted upgrade) the session.
 async fn handle_tcp(
     shared: Arc<Shared>,
-    pipeline: HandshakeService,
+    pipeline: Arc<Pipeline>,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
@@ -514,7 +568,7 @@ async fn handle_tcp(
 /// upgrade left to run.
 async fn handshake(
     shared: Arc<Shared>,
-    pipeline: HandshakeService,
+    pipeline: Arc<Pipeline>,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<PendingSession> {
@@ -552,7 +606,7 @@ async fn handshake(
 /// and a client too slow to send its request head by `deadline` is dropped.
 async fn serve_http(
     shared: Arc<Shared>,
-    pipeline: HandshakeService,
+    pipeline: Arc<Pipeline>,
     io: Io,
     peer: SocketAddr,
     certificates: Option<ClientCertificates>,
@@ -564,7 +618,7 @@ async fn serve_http(
     let service = hyper::service::service_fn(move |req| {
         handle_request(
             Arc::clone(&svc_shared),
-            pipeline.clone(),
+            Arc::clone(&pipeline),
             req,
             peer,
             certificates.clone(),
@@ -594,7 +648,7 @@ async fn serve_http(
 /// upgrades through the pipeline.
 async fn handle_request(
     shared: Arc<Shared>,
-    pipeline: HandshakeService,
+    pipeline: Arc<Pipeline>,
     req: Request<Incoming>,
     peer: SocketAddr,
     certificates: Option<ClientCertificates>,
@@ -614,10 +668,7 @@ async fn handle_request(
             if let Some(c) = certificates {
                 ext.insert(c);
             }
-            match pipeline.oneshot(req).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
+            pipeline.run(&shared, req).await
         }
     };
     let status = resp.status();
