@@ -242,13 +242,17 @@ pub(crate) enum Watch {
 }
 
 impl Watch {
-    /// The next event of a [`Watch::Task`]; `None` once every session is
-    /// done being watched (each was downgraded). A [`Watch::Local`] has
-    /// no events of its own (see [`LocalEnds::ended`]): pending forever.
-    pub(crate) async fn next_task_event(&mut self) -> Option<AuthEvent> {
+    /// Polls for the next event of a [`Watch::Task`]; `None` once every
+    /// session is done being watched (each was downgraded). A
+    /// [`Watch::Local`] has no events of its own (see
+    /// [`LocalEnds::ended`]): always pending, and nothing is polled.
+    pub(crate) fn poll_task_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<AuthEvent>> {
         match self {
-            Self::Local(_) => std::future::pending().await,
-            Self::Task { events, .. } => events.recv().await,
+            Self::Local(_) => std::task::Poll::Pending,
+            Self::Task { events, .. } => events.poll_recv(cx),
         }
     }
 }

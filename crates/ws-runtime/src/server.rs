@@ -550,17 +550,21 @@ async fn reload_on_hangup(server: Server, mut hup: tokio::signal::unix::Signal) 
 
 /// One accepted connection, on one task: the handshake, then (for an
 /// accepted upgrade) the session.
-async fn handle_tcp(
+///
+/// Not an `async fn`: its arguments would stay in the task for the
+/// connection's whole life. The handshake gets them, boxed and gone once
+/// done (TLS, hyper and pipeline state must not stay in the task either).
+fn handle_tcp(
     shared: Arc<Shared>,
     pipeline: Arc<Pipeline>,
     stream: TcpStream,
     peer: SocketAddr,
-) {
-    // Boxed and gone once done: TLS, hyper and pipeline state must not stay
-    // in the task for the connection's whole life.
-    let pending = Box::pin(handshake(Arc::clone(&shared), pipeline, stream, peer)).await;
-    if let Some(pending) = pending {
-        run_pending(shared, pending).await;
+) -> impl Future<Output = ()> + Send {
+    let handshake = Box::pin(handshake(Arc::clone(&shared), pipeline, stream, peer));
+    async move {
+        if let Some(pending) = handshake.await {
+            run_pending(shared, pending).await;
+        }
     }
 }
 

@@ -269,7 +269,7 @@ async fn close(ws: &mut Ws, outbox: &mut Outbox, end: End) -> CloseReason {
             let mut buf = Vec::new();
             while let Some(Outgoing::Messages(_)) = outbox.recv(&mut buf, WRITE_BATCH).await {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if !write_batch(ws, &mut buf, left).await {
+                if matches!(write_batch(ws, &mut buf, left).await, Written::Failed) {
                     break;
                 }
             }
@@ -388,40 +388,77 @@ async fn main_loop(s: &mut Session<'_>) -> End {
     tokio::pin!(sleep);
     let mut reads_since_write = 0u32;
     let mut buf: Vec<ws_core::Message> = Vec::new();
+    // The socket had nothing to read when last asked, and the task has not
+    // slept since: the read waker registered then still stands, and a wake
+    // from the socket would make the task run again. So the next turn need
+    // not ask again (a subscriber woken to write one message would
+    // otherwise try its socket twice per message).
+    let mut read_pending = false;
 
     loop {
         // After a burst of reads, write what the component queued before
         // reading on; with nothing queued, keep reading.
         let write_first = reads_since_write >= READ_BUDGET && !s.outbox.is_empty();
-        let task_watch = matches!(s.watch, Some(Watch::Task { .. }));
-        let step = tokio::select! {
-            biased;
-            // Only a connection whose sessions are re-checked by a task
-            // polls this (first: a client that never stops sending must
-            // not delay its session's end).
-            event = next_task_event(&mut s.watch), if task_watch => Step::Auth(event.map(Box::new)),
-            frame = s.ws.next(), if !write_first => {
-                reads_since_write += 1;
-                step_for_frame(frame)
+        let mut first_poll = true;
+        // One turn: the first ready of, in this order, a task's
+        // revalidation event (first: a client that never stops sending must
+        // not delay its session's end), a frame from the client, queued
+        // output, the timer. Hand-written rather than `select!`, which
+        // fixes once per turn which branches it polls.
+        let step = std::future::poll_fn(|cx| {
+            // Asked in the turn before, without a sleep in between: not
+            // again on this turn's first poll (once: the turn after polls
+            // the socket whatever happens).
+            let asked_before = std::mem::take(&mut read_pending);
+            let skip_read = write_first || (asked_before && first_poll);
+            first_poll = false;
+            if let Some(watch) = &mut s.watch
+                && let Poll::Ready(event) = watch.poll_task_event(cx)
+            {
+                return Poll::Ready(Step::Auth(event.map(Box::new)));
             }
-            out = std::future::poll_fn(|cx| s.outbox.poll_recv(cx, &mut buf, WRITE_BATCH)) => {
+            if !skip_read {
+                match s.ws.poll_next_unpin(cx) {
+                    Poll::Ready(frame) => {
+                        read_pending = false;
+                        reads_since_write += 1;
+                        return Poll::Ready(step_for_frame(frame));
+                    }
+                    Poll::Pending => read_pending = true,
+                }
+            }
+            if let Poll::Ready(out) = s.outbox.poll_recv(cx, &mut buf, WRITE_BATCH) {
                 reads_since_write = 0;
-                match out {
+                return Poll::Ready(match out {
                     Some(Outgoing::Messages(_)) => Step::Write,
                     Some(Outgoing::Close(frame)) => Step::End(
                         // The server's own 1001 at shutdown waits as long
                         // as shutdown allows for the client's answer.
-                        if frame.code == CloseCode::GOING_AWAY && s.shutting_down.load(Ordering::Acquire) {
-                            End::ServerCloses(frame, CloseInitiator::Shutdown, s.cfg.shutdown_timeout)
+                        if frame.code == CloseCode::GOING_AWAY
+                            && s.shutting_down.load(Ordering::Acquire)
+                        {
+                            End::ServerCloses(
+                                frame,
+                                CloseInitiator::Shutdown,
+                                s.cfg.shutdown_timeout,
+                            )
                         } else {
                             End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE)
                         },
                     ),
                     None => Step::End(End::Dropped),
-                }
+                });
             }
-            () = &mut sleep, if timer.due.is_some() => Step::Tick,
-        };
+            if timer.due.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Tick);
+            }
+            Poll::Pending
+        })
+        .await;
+        // Whatever awaits below may sleep: then the socket must be asked
+        // again. Only a write that took no wait keeps `read_pending`.
+        let keep_read_pending = read_pending && matches!(step, Step::Write);
+        read_pending = false;
         match step {
             Step::Message(msg) => {
                 let read_at = s.ws.get_ref().last_read();
@@ -463,11 +500,11 @@ async fn main_loop(s: &mut Session<'_>) -> End {
             }
             Step::Nothing => {}
             Step::End(end) => return end,
-            Step::Write => {
-                if !write_batch(&mut s.ws, &mut buf, s.cfg.write_timeout).await {
-                    return End::Dropped;
-                }
-            }
+            Step::Write => match write_batch(&mut s.ws, &mut buf, s.cfg.write_timeout).await {
+                Written::Done => read_pending = keep_read_pending,
+                Written::Waited => {}
+                Written::Failed => return End::Dropped,
+            },
             Step::Auth(event) => {
                 if let Some(end) = Box::pin(auth_event(event.map(|e| *e), s)).await {
                     return end;
@@ -568,15 +605,6 @@ async fn auth_event(event: Option<AuthEvent>, s: &mut Session<'_>) -> Option<End
     None
 }
 
-/// The next event of a task that re-checks sessions; pending forever
-/// without one.
-async fn next_task_event(watch: &mut Option<Watch>) -> Option<AuthEvent> {
-    match watch {
-        Some(w) => w.next_task_event().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Tells the component that aspect `name` changed; a panic is logged.
 async fn aspect_changed(component: &dyn Component, conn: &Connection, name: &str) {
     let hook = AssertUnwindSafe(component.on_aspect_change(conn, name));
@@ -585,28 +613,42 @@ async fn aspect_changed(component: &dyn Component, conn: &Connection, name: &str
     }
 }
 
-/// Writes every message in `buf` and flushes once. `false` when the client
-/// is gone or does not read within `limit`.
+/// How [`write_batch`] went.
+enum Written {
+    /// Written and flushed at once, without waiting.
+    Done,
+    /// Written and flushed after waiting for the client to read.
+    Waited,
+    /// The client is gone or did not read in time.
+    Failed,
+}
+
+/// Writes every message in `buf` and flushes once.
 ///
 /// The write is tried first without a timer: when the socket takes it all
 /// (the usual case) no clock is read and no timer is armed.
-async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Duration) -> bool {
+async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Duration) -> Written {
     // Taken from the back from here on.
     buf.reverse();
     let first = std::future::poll_fn(|cx| Poll::Ready(poll_write(ws, buf, cx))).await;
-    let ok = match first {
-        Poll::Ready(r) => r.is_ok(),
+    let written = match first {
+        Poll::Ready(Ok(())) => Written::Done,
+        Poll::Ready(Err(_)) => Written::Failed,
         // The client reads slowly: only now is the wait bounded.
         Poll::Pending => {
             let rest = std::future::poll_fn(|cx| poll_write(ws, buf, cx));
-            matches!(Box::pin(timeout(limit, rest)).await, Ok(Ok(())))
+            if matches!(Box::pin(timeout(limit, rest)).await, Ok(Ok(()))) {
+                Written::Waited
+            } else {
+                Written::Failed
+            }
         }
     };
     buf.clear();
     if buf.capacity() > KEEP_BATCH {
         buf.shrink_to(KEEP_BATCH);
     }
-    ok
+    written
 }
 
 /// Hands the messages of `buf` (last first) to tungstenite, then flushes.
