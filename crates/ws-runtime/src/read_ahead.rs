@@ -47,8 +47,12 @@ pub(crate) struct ReadAhead<S> {
     inner: S,
     pending: BytesMut,
     chunk: usize,
-    /// The last read filled what it was given: read ahead in `chunk`s.
+    /// Read ahead in `chunk`s: the last read filled what it was given, or
+    /// this wake-up's first read brought more than a piece.
     hot: bool,
+    /// No read brought data since the socket was last found empty (the
+    /// next read is the first of a wake-up).
+    fresh: bool,
     last_read: Instant,
     /// Outgoing bytes not yet written; `out[written..]` is left.
     out: Vec<u8>,
@@ -67,6 +71,7 @@ impl<S> ReadAhead<S> {
             pending: BytesMut::from(prefix),
             chunk,
             hot: false,
+            fresh: true,
             last_read: Instant::now(),
             out: Vec::new(),
             written: 0,
@@ -117,16 +122,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             let r = Pin::new(&mut this.inner).poll_read(cx, out);
             let got = out.filled().len() - before;
             this.note(got > 0);
+            this.fresh = r.is_pending();
             // A full piece: more is likely waiting, read ahead next time.
             this.hot = got == wanted && got > 0;
             return r;
         }
+        let piece = out.remaining();
         this.pending.reserve(this.chunk);
         match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.pending) {
             Poll::Ready(Ok(n)) => {
                 this.note(n > 0);
-                // A short read drained the socket: back to direct reads.
-                this.hot = n == this.chunk;
+                // Within a wake-up, stay ahead; across wake-ups too while
+                // each one's first read brings more than a piece, so that
+                // read takes the whole burst (a pipelining client costs two
+                // reads per wake-up, not three). A wake-up that starts
+                // small goes back to direct reads.
+                this.hot = !this.fresh || n > piece;
+                this.fresh = false;
                 // 0 bytes read is the end of the stream: `out` stays empty.
                 this.serve(out);
                 Poll::Ready(Ok(()))
@@ -136,8 +148,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                 Poll::Ready(Err(e))
             }
             Poll::Pending => {
+                // Nothing to read: no buffer is kept while idle.
                 this.pending = BytesMut::new();
-                this.hot = false;
+                this.fresh = true;
                 Poll::Pending
             }
         }
@@ -289,6 +302,60 @@ mod tests {
             assert_eq!(ra.pending.capacity(), 0);
         }
         assert_eq!(ra.inner.reads - before, 10);
+    }
+
+    /// Polls one read of `ra` into `buf` once: the bytes read, or `None`
+    /// when it is pending.
+    fn try_read<S: AsyncRead + Unpin>(ra: &mut ReadAhead<S>, buf: &mut [u8]) -> Option<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(ra).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(r) => {
+                r.unwrap();
+                Some(rb.filled().len())
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pipelining_client_costs_two_reads_per_burst() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut ra = ReadAhead::new(
+            Counted {
+                inner: rx,
+                reads: 0,
+            },
+            16_384,
+            4096,
+            b"",
+        );
+        let mut piece = [0u8; 1024];
+        let mut reads_per_burst = Vec::new();
+        for _ in 0..4 {
+            // A burst of 16 frames of 70 bytes, then the socket is empty.
+            tx.write_all(&[3u8; 1120]).await.unwrap();
+            let before = ra.inner.reads;
+            let mut got = 0;
+            while let Some(n) = try_read(&mut ra, &mut piece) {
+                got += n;
+            }
+            assert_eq!(got, 1120);
+            assert_eq!(ra.pending.capacity(), 0, "nothing held while idle");
+            reads_per_burst.push(ra.inner.reads - before);
+        }
+        // The first burst finds the adapter reading straight into the
+        // piece (full: then ahead); every later one starts ahead.
+        assert_eq!(reads_per_burst, [3, 2, 2, 2]);
+        // A small wake-up afterwards: back to direct reads.
+        tx.write_all(&[4u8; 30]).await.unwrap();
+        assert_eq!(try_read(&mut ra, &mut piece), Some(30));
+        assert_eq!(try_read(&mut ra, &mut piece), None);
+        tx.write_all(&[5u8; 30]).await.unwrap();
+        let before = ra.inner.reads;
+        assert_eq!(try_read(&mut ra, &mut piece), Some(30));
+        assert_eq!(ra.inner.reads - before, 1);
+        assert_eq!(ra.pending.capacity(), 0);
     }
 
     #[tokio::test]
