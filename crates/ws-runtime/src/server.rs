@@ -284,7 +284,7 @@ impl Pipeline {
             let shared = Arc::clone(shared);
             let mut service =
                 HandshakeService::new(tower::service_fn(move |req: HandshakeRequest| {
-                    let resp = upgrade(&shared, req);
+                    let resp = upgrade(&shared, req, true);
                     async move { Ok::<_, Infallible>(resp) }
                 }));
             // 5. the user's layers; the first added runs first.
@@ -358,7 +358,7 @@ impl Pipeline {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             },
-            None => upgrade(shared, req),
+            None => upgrade(shared, req, false),
         }
     }
 }
@@ -725,8 +725,20 @@ fn check_request(shared: &Shared, req: &HandshakeRequest) -> Result<(), Answer> 
 
 /// Matches the route, applies its own connection limit, answers 101 and
 /// starts the session once hyper hands the connection over.
-fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest) -> HandshakeResponse {
-    let key = match handshake::classify(&req) {
+///
+/// `recheck`: whether user layers ran since the request was checked (they
+/// may have changed it): then it is checked again.
+fn upgrade(shared: &Arc<Shared>, mut req: HandshakeRequest, recheck: bool) -> HandshakeResponse {
+    let checked = if recheck {
+        handshake::classify(&req)
+    } else {
+        // Checked before the pipeline, and unchanged since.
+        match req.headers().get(http::header::SEC_WEBSOCKET_KEY) {
+            Some(key) => Ok(Kind::Upgrade { key: key.clone() }),
+            None => Ok(Kind::Plain),
+        }
+    };
+    let key = match checked {
         Ok(Kind::Upgrade { key }) => key,
         // A user layer changed the request into something else.
         Ok(Kind::Plain) => {
