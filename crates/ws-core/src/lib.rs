@@ -9,7 +9,10 @@
 //! A component implements [`Component`]; the server mounts it on
 //! [`Component::route`] under its prefix (or on [`default_route`] of its type
 //! path), hands each connection to `on_open`, each message to `on_message` in
-//! order, and calls `on_close` exactly once.
+//! order, and calls `on_close` exactly once. A component whose message
+//! handling never awaits can handle messages in
+//! [`Component::on_message_now`] instead, which spares a boxed future per
+//! message.
 //!
 //! ```
 //! use std::borrow::Cow;
