@@ -20,6 +20,18 @@ pub(crate) enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Io {
+    /// Whether the socket is known to have nothing to read: plain TCP not
+    /// read-ready (the waker is registered for when it is). Never for TLS,
+    /// whose state above the socket is not looked into.
+    pub(crate) fn poll_read_idle(&self, cx: &mut Context<'_>) -> bool {
+        match self {
+            Self::Plain(s) => s.poll_read_ready(cx).is_pending(),
+            Self::Tls(_) => false,
+        }
+    }
+}
+
 impl AsyncRead for Io {
     fn poll_read(
         self: Pin<&mut Self>,

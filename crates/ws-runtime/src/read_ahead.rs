@@ -59,6 +59,9 @@ pub(crate) struct ReadAhead<S> {
     written: usize,
     /// Most bytes gathered before they are written.
     out_limit: usize,
+    /// The last write to the socket could not go out (tungstenite retries a
+    /// blocked reply to a ping on its next read).
+    write_blocked: bool,
 }
 
 impl<S> ReadAhead<S> {
@@ -76,6 +79,7 @@ impl<S> ReadAhead<S> {
             out: Vec::new(),
             written: 0,
             out_limit,
+            write_blocked: false,
         }
     }
 
@@ -157,6 +161,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     }
 }
 
+impl ReadAhead<crate::io::Io> {
+    /// Whether a read would find nothing: nothing read ahead, no blocked
+    /// write waiting for tungstenite's next read to retry it, and a socket
+    /// that is not read-ready (the waker is registered for when it is).
+    /// Only meaningful after a read came back pending.
+    pub(crate) fn poll_read_idle(&self, cx: &mut Context<'_>) -> bool {
+        self.pending.is_empty() && !self.write_blocked && self.inner.poll_read_idle(cx)
+    }
+}
+
 impl<S: AsyncWrite + Unpin> ReadAhead<S> {
     /// Writes out everything gathered; the buffer is then emptied (and freed
     /// when a burst made it large).
@@ -166,9 +180,15 @@ impl<S: AsyncWrite + Unpin> ReadAhead<S> {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.write_blocked = false;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.write_blocked = true;
+                    return Poll::Pending;
+                }
             }
         }
         self.written = 0;
@@ -192,13 +212,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
         // `TUNGSTENITE_WRITE` bytes itself: a smaller write into an empty
         // buffer is the last of a batch, with the flush right behind it.
         if this.out.is_empty() && buf.len() < TUNGSTENITE_WRITE {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+            this.write_blocked = r.is_pending();
+            return r;
         }
         if this.out.len() + buf.len() > this.out_limit {
             std::task::ready!(this.poll_drain(cx))?;
             // Too large to gather at all: straight to the socket.
             if buf.len() >= this.out_limit {
-                return Pin::new(&mut this.inner).poll_write(cx, buf);
+                let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+                this.write_blocked = r.is_pending();
+                return r;
             }
         }
         this.out.extend_from_slice(buf);
@@ -356,6 +380,65 @@ mod tests {
         assert_eq!(try_read(&mut ra, &mut piece), Some(30));
         assert_eq!(ra.inner.reads - before, 1);
         assert_eq!(ra.pending.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_only_while_nothing_is_readable_and_no_write_is_blocked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut ra = ReadAhead::new(crate::io::Io::Plain(server), 16_384, 4096, b"");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut piece = [0u8; 1024];
+        // Nothing sent yet: a read is pending, and the adapter says idle.
+        assert_eq!(try_read(&mut ra, &mut piece), None);
+        assert!(ra.poll_read_idle(&mut cx));
+        // Data arrives: no longer idle (no read was made to learn it).
+        client.write_all(b"hello").await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ra.poll_read_idle(&mut cx) {
+            assert!(std::time::Instant::now() < deadline, "readiness never came");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(try_read(&mut ra, &mut piece), Some(5));
+        assert_eq!(try_read(&mut ra, &mut piece), None);
+        assert!(ra.poll_read_idle(&mut cx));
+        // A write the client does not read blocks: not idle, so the stream
+        // is asked (tungstenite retries a blocked pong on its next read).
+        let big = vec![7u8; 64 * 1024];
+        let blocked = loop {
+            match Pin::new(&mut ra).poll_write(&mut cx, &big) {
+                Poll::Ready(r) => {
+                    r.unwrap();
+                    let _ = Pin::new(&mut ra).poll_flush(&mut cx);
+                }
+                Poll::Pending => break true,
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the socket never filled"
+            );
+        };
+        assert!(blocked);
+        assert!(!ra.poll_read_idle(&mut cx));
+        // The client drains: the next write goes out, idle again.
+        let mut sink = vec![0u8; 1 << 20];
+        loop {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut sink))
+                    .await;
+            if let Poll::Ready(r) = Pin::new(&mut ra).poll_write(&mut cx, b"x") {
+                r.unwrap();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write never went out"
+            );
+        }
+        assert!(ra.poll_read_idle(&mut cx));
     }
 
     #[tokio::test]

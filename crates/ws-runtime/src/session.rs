@@ -269,7 +269,7 @@ async fn close(ws: &mut Ws, outbox: &mut Outbox, end: End) -> CloseReason {
             let mut buf = Vec::new();
             while let Some(Outgoing::Messages(_)) = outbox.recv(&mut buf, WRITE_BATCH).await {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if matches!(write_batch(ws, &mut buf, left).await, Written::Failed) {
+                if !write_batch(ws, &mut buf, left).await {
                     break;
                 }
             }
@@ -388,30 +388,24 @@ async fn main_loop(s: &mut Session<'_>) -> End {
     tokio::pin!(sleep);
     let mut reads_since_write = 0u32;
     let mut buf: Vec<ws_core::Message> = Vec::new();
-    // The socket had nothing to read when last asked, and the task has not
-    // slept since: the read waker registered then still stands, and a wake
-    // from the socket would make the task run again. So the next turn need
-    // not ask again (a subscriber woken to write one message would
-    // otherwise try its socket twice per message).
+    // The stream said it had nothing to read when last asked. Only the
+    // socket becoming readable changes that (nothing is read ahead above it
+    // then), so until it is, a turn does not ask the stream again: a
+    // subscriber woken to write one message asks its socket's readiness,
+    // not tungstenite.
     let mut read_pending = false;
 
     loop {
         // After a burst of reads, write what the component queued before
         // reading on; with nothing queued, keep reading.
         let write_first = reads_since_write >= READ_BUDGET && !s.outbox.is_empty();
-        let mut first_poll = true;
         // One turn: the first ready of, in this order, a task's
         // revalidation event (first: a client that never stops sending must
         // not delay its session's end), a frame from the client, queued
         // output, the timer. Hand-written rather than `select!`, which
         // fixes once per turn which branches it polls.
         let step = std::future::poll_fn(|cx| {
-            // Asked in the turn before, without a sleep in between: not
-            // again on this turn's first poll (once: the turn after polls
-            // the socket whatever happens).
-            let asked_before = std::mem::take(&mut read_pending);
-            let skip_read = write_first || (asked_before && first_poll);
-            first_poll = false;
+            let skip_read = write_first || (read_pending && s.ws.get_ref().poll_read_idle(cx));
             if let Some(watch) = &mut s.watch
                 && let Poll::Ready(event) = watch.poll_task_event(cx)
             {
@@ -455,10 +449,6 @@ async fn main_loop(s: &mut Session<'_>) -> End {
             Poll::Pending
         })
         .await;
-        // Whatever awaits below may sleep: then the socket must be asked
-        // again. Only a write that took no wait keeps `read_pending`.
-        let keep_read_pending = read_pending && matches!(step, Step::Write);
-        read_pending = false;
         match step {
             Step::Message(msg) => {
                 let read_at = s.ws.get_ref().last_read();
@@ -500,11 +490,11 @@ async fn main_loop(s: &mut Session<'_>) -> End {
             }
             Step::Nothing => {}
             Step::End(end) => return end,
-            Step::Write => match write_batch(&mut s.ws, &mut buf, s.cfg.write_timeout).await {
-                Written::Done => read_pending = keep_read_pending,
-                Written::Waited => {}
-                Written::Failed => return End::Dropped,
-            },
+            Step::Write => {
+                if !write_batch(&mut s.ws, &mut buf, s.cfg.write_timeout).await {
+                    return End::Dropped;
+                }
+            }
             Step::Auth(event) => {
                 if let Some(end) = Box::pin(auth_event(event.map(|e| *e), s)).await {
                     return end;
@@ -613,42 +603,28 @@ async fn aspect_changed(component: &dyn Component, conn: &Connection, name: &str
     }
 }
 
-/// How [`write_batch`] went.
-enum Written {
-    /// Written and flushed at once, without waiting.
-    Done,
-    /// Written and flushed after waiting for the client to read.
-    Waited,
-    /// The client is gone or did not read in time.
-    Failed,
-}
-
-/// Writes every message in `buf` and flushes once.
+/// Writes every message in `buf` and flushes once. `false` when the client
+/// is gone or does not read within `limit`.
 ///
 /// The write is tried first without a timer: when the socket takes it all
 /// (the usual case) no clock is read and no timer is armed.
-async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Duration) -> Written {
+async fn write_batch(ws: &mut Ws, buf: &mut Vec<ws_core::Message>, limit: Duration) -> bool {
     // Taken from the back from here on.
     buf.reverse();
     let first = std::future::poll_fn(|cx| Poll::Ready(poll_write(ws, buf, cx))).await;
-    let written = match first {
-        Poll::Ready(Ok(())) => Written::Done,
-        Poll::Ready(Err(_)) => Written::Failed,
+    let ok = match first {
+        Poll::Ready(r) => r.is_ok(),
         // The client reads slowly: only now is the wait bounded.
         Poll::Pending => {
             let rest = std::future::poll_fn(|cx| poll_write(ws, buf, cx));
-            if matches!(Box::pin(timeout(limit, rest)).await, Ok(Ok(()))) {
-                Written::Waited
-            } else {
-                Written::Failed
-            }
+            matches!(Box::pin(timeout(limit, rest)).await, Ok(Ok(())))
         }
     };
     buf.clear();
     if buf.capacity() > KEEP_BATCH {
         buf.shrink_to(KEEP_BATCH);
     }
-    written
+    ok
 }
 
 /// Hands the messages of `buf` (last first) to tungstenite, then flushes.

@@ -97,3 +97,42 @@ async fn default_route_and_prefix() {
     drop(ws);
     srv.shutdown().await;
 }
+
+/// A client that pings without reading fills the socket until the
+/// server's pong cannot be written; tungstenite retries such a pong only on
+/// its next read. Once the client reads again, the pong of its last ping
+/// must arrive although it sends nothing more.
+#[tokio::test]
+async fn a_pong_blocked_by_a_client_that_did_not_read_goes_out_once_it_reads() {
+    let srv = echo_server().await;
+    let ws = srv.connect("/echo").await;
+    let (mut tx, mut rx) = ws.split();
+    const PINGS: u32 = 100_000;
+    let payload = |i: u32| {
+        let mut p = vec![0u8; 125];
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        bytes::Bytes::from(p)
+    };
+    for i in 0..PINGS {
+        tx.feed(Message::Ping(payload(i)))
+            .await
+            .expect("send a ping");
+    }
+    tx.flush().await.expect("flush the pings");
+    let last = payload(PINGS - 1);
+    let got = tokio::time::timeout(ws_tests::WAIT, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Pong(p))) if p == last => return true,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        got.is_ok(),
+        "no pong for the last ping within {:?}",
+        ws_tests::WAIT
+    );
+}
