@@ -16,8 +16,9 @@
 //!   into the connection.
 //! - **Sessions that end at a known time cost a timer, not a task.** When
 //!   every session of a connection is checked locally (a JWT ends at its
-//!   `exp`), the session's loop holds one timer set to the next due check
-//!   and runs that check itself: no task, no channel.
+//!   `exp`), the session's own timer (the one it keeps for keepalive) is
+//!   set to the next end and the loop runs that check itself: no task, no
+//!   channel, no second timer.
 //! - **Otherwise revalidation is one task per connection that has something
 //!   to re-check**, tied to the session (aborted when it ends). It only sends
 //!   events; the session's loop applies them between messages, so

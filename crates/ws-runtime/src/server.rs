@@ -316,20 +316,16 @@ impl Pipeline {
             (!policy.allows_all()).then_some(policy)
         };
         let policy_for = self.checks_origin.then_some(&policy_for);
-        let (client, refused) =
+        let (client, mut resp) =
             match pipeline::guard(&mut req, &self.resolver, policy_for, &shared.limiter) {
-                Guarded::Pass(client) => (client, None),
-                Guarded::Refused(client, resp) => (
-                    client.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-                    Some(resp),
-                ),
+                Guarded::Pass(client) => (Some(client), self.after_guards(shared, req).await),
+                Guarded::Refused(client, resp) => (client, resp),
             };
-        let mut resp = match refused {
-            Some(resp) => resp,
-            None => self.after_guards(shared, req).await,
-        };
-        // For the log line of a refusal.
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // For the log line of a refusal (which falls back to the peer when
+        // the client's address was never learnt).
+        if let Some(client) = client
+            && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
             resp.extensions_mut().insert(ClientAddr(client));
         }
         resp
