@@ -15,6 +15,7 @@ use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
@@ -556,10 +557,22 @@ fn handle_tcp(
     stream: TcpStream,
     peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
-    let handshake = Box::pin(handshake(Arc::clone(&shared), pipeline, stream, peer));
+    let handshake = Box::pin({
+        let shared = Arc::clone(&shared);
+        async move {
+            let pending = handshake(shared, pipeline, stream, peer).await?;
+            upgraded(pending).await
+        }
+    });
     async move {
-        if let Some(pending) = handshake.await {
-            run_pending(shared, pending).await;
+        // Nothing of the handshake's outcome but the session's box is kept
+        // while the session runs.
+        let session = match handshake.await {
+            Some((upgraded, upgrading)) => open_session(&shared, upgraded, upgrading),
+            None => None,
+        };
+        if let Some(session) = session {
+            session::run(session).await;
         }
     }
 }
@@ -852,19 +865,27 @@ impl SessionSlot {
 
 /// Waits for the upgraded connection and runs its session.
 async fn run_pending(shared: Arc<Shared>, pending: PendingSession) {
+    let session = match upgraded(pending).await {
+        Some((upgraded, upgrading)) => open_session(&shared, upgraded, upgrading),
+        None => None,
+    };
+    // Only the box's pointer stays in the task while the session runs.
+    if let Some(session) = session {
+        session::run(session).await;
+    }
+}
+
+/// Waits for hyper to hand over the upgraded connection.
+async fn upgraded(pending: PendingSession) -> Option<(Upgraded, Box<Upgrading>)> {
     let PendingSession { upgrade, upgrading } = pending;
-    let upgraded = match upgrade.await {
-        Ok(upgraded) => upgraded,
+    match upgrade.await {
+        Ok(upgraded) => Some((upgraded, upgrading)),
         Err(e) => {
             let client = upgrading.info.client_addr;
             tracing::debug!(%client, error = %e, "upgrade failed");
             // The permits drop here: the places are released.
-            return;
+            None
         }
-    };
-    // Only the box's pointer stays in the task while the session runs.
-    if let Some(session) = open_session(&shared, upgraded, upgrading) {
-        session::run(session).await;
     }
 }
 
@@ -891,7 +912,7 @@ pub(crate) struct Held<'a> {
 /// but the box).
 fn open_session<'a>(
     shared: &'a Shared,
-    upgraded: hyper::upgrade::Upgraded,
+    upgraded: Upgraded,
     upgrading: Box<Upgrading>,
 ) -> Option<Box<session::Session<'a>>> {
     let Upgrading {
@@ -950,6 +971,7 @@ fn open_session<'a>(
             _entry: entry,
             started: std::time::Instant::now(),
         },
+        timer: session::Timer::OFF,
     }))
 }
 
@@ -1045,15 +1067,35 @@ const UPGRADE_ONLY: [http::HeaderName; 5] = [
 
 /// A copy of `headers` in allocations of its own (hyper's values are slices
 /// of its read buffer), without the [`UPGRADE_ONLY`] ones: every open
-/// connection keeps this for its whole life.
+/// connection keeps this for its whole life. The values share one buffer:
+/// an allocation each would cost more in allocator overhead than most
+/// values are long.
 fn detached(headers: &http::HeaderMap) -> http::HeaderMap {
     let kept = |name: &http::HeaderName| !UPGRADE_ONLY.contains(name);
-    let mut out = http::HeaderMap::with_capacity(headers.keys().filter(|n| kept(n)).count());
+    let (mut count, mut len) = (0, 0);
     for (name, value) in headers {
-        if kept(name)
-            && let Ok(v) = http::HeaderValue::from_bytes(value.as_bytes())
-        {
-            out.append(name.clone(), v);
+        if kept(name) {
+            count += 1;
+            len += value.len();
+        }
+    }
+    let mut values = bytes::BytesMut::with_capacity(len);
+    for (name, value) in headers {
+        if kept(name) {
+            values.extend_from_slice(value.as_bytes());
+        }
+    }
+    let values = values.freeze();
+    let mut out = http::HeaderMap::with_capacity(count);
+    let mut at = 0;
+    for (name, value) in headers {
+        if kept(name) {
+            let end = at + value.len();
+            // Valid already (they were header values): never fails.
+            if let Ok(v) = http::HeaderValue::from_maybe_shared(values.slice(at..end)) {
+                out.append(name.clone(), v);
+            }
+            at = end;
         }
     }
     out
@@ -1079,7 +1121,13 @@ mod tests {
         let kept = detached(&h);
         assert_eq!(kept.len(), 4);
         assert_eq!(kept["cookie"], "a=1");
-        assert_eq!(kept.get_all("x-app").iter().count(), 2);
+        // Every value its own slice of the shared buffer, in order.
+        let app: Vec<&str> = kept
+            .get_all("x-app")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(app, ["one", "two"]);
         assert_eq!(kept["sec-websocket-protocol"], "chat");
         assert!(UPGRADE_ONLY.iter().all(|n| !kept.contains_key(n)));
     }

@@ -192,17 +192,31 @@ pub(crate) struct Session<'a> {
     pub(crate) auth: Option<&'a Auth>,
     /// Held until the session has ended, `on_close` included.
     pub(crate) held: Held<'a>,
+    /// Keepalive and local session ends; set when the loop starts. Here
+    /// rather than in the loop's future: the task, rounded up to 128
+    /// bytes, is what every idle connection carries.
+    pub(crate) timer: Timer,
 }
 
 /// Runs one connection from `on_open` to `on_close`.
+///
+/// Two phases, the second boxed: what only closing needs (the close
+/// handshake, `on_close`) takes no room in the task of every open
+/// connection.
 pub(crate) async fn run(mut s: Box<Session<'_>>) {
+    let end = serve(&mut s).await;
+    Box::pin(finish(s, end)).await;
+}
+
+/// `on_open`, then the session's loop until something ends it.
+async fn serve(s: &mut Session<'_>) -> End {
     tracing::debug!(
         conn = %s.conn.id(),
         route = %s.conn.handshake().route,
         client = %s.conn.client_addr(),
         "connection opened"
     );
-    let end = match guarded(s.component.on_open(&s.conn)).await {
+    match guarded(s.component.on_open(&s.conn)).await {
         Err(e) => {
             tracing::warn!(conn = %s.conn.id(), error = %e, "on_open failed");
             s.component.on_error(&s.conn, e).await;
@@ -212,13 +226,15 @@ pub(crate) async fn run(mut s: Box<Session<'_>>) {
                 CLOSE_GRACE,
             )
         }
-        Ok(()) => main_loop(&mut s).await,
-    };
+        Ok(()) => main_loop(s).await,
+    }
+}
+
+/// Closes the connection as `end` says, then runs `on_close`.
+async fn finish(mut s: Box<Session<'_>>, end: End) {
     s.watch = None;
     s.outbox.mark_closed();
-    // Boxed: what closing needs is allocated only when it happens, so it
-    // does not enlarge every open connection's task.
-    let reason = Box::pin(close(&mut s.ws, &mut s.outbox, end)).await;
+    let reason = close(&mut s.ws, &mut s.outbox, end).await;
     // The socket closes now, before `on_close` runs; what is held (the
     // connection's places in the limits, its entry among the open
     // sessions) only after.
@@ -338,7 +354,7 @@ fn step_for_frame(frame: Option<Result<TMessage, WsError>>) -> Step {
 /// The session's one timer: keepalive and the end of local sessions (a
 /// JWT's `exp`) share it, so a connection has one timer entry and the loop
 /// polls one timer, and only when nothing else is ready.
-struct Timer {
+pub(crate) struct Timer {
     /// When the keepalive next looks at the connection (`None`: off).
     ping_at: Option<Instant>,
     /// When the last ping went out, if nothing was read since.
@@ -352,6 +368,14 @@ struct Timer {
 }
 
 impl Timer {
+    /// Nothing due (the loop sets the timer when it starts).
+    pub(crate) const OFF: Self = Self {
+        ping_at: None,
+        ping_sent: None,
+        end_at: None,
+        due: None,
+    };
+
     fn new(cfg: &SessionConfig, watch: Option<&Watch>) -> Self {
         let now = Instant::now();
         let mut t = Self {
@@ -383,11 +407,11 @@ impl Timer {
 }
 
 async fn main_loop(s: &mut Session<'_>) -> End {
-    let mut timer = Timer::new(s.cfg, s.watch.as_ref());
-    let sleep = tokio::time::sleep_until(timer.due.map_or_else(Instant::now, Instant::from_std));
+    s.timer = Timer::new(s.cfg, s.watch.as_ref());
+    let sleep = tokio::time::sleep_until(s.timer.due.map_or_else(Instant::now, Instant::from_std));
     tokio::pin!(sleep);
     let mut reads_since_write = 0u32;
-    let mut buf: Vec<ws_core::Message> = Vec::new();
+    let mut batch: Vec<ws_core::Message> = Vec::new();
     // The stream said it had nothing to read when last asked. Only the
     // socket becoming readable changes that (nothing is read ahead above it
     // then), so until it is, a turn does not ask the stream again: a
@@ -421,7 +445,7 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     Poll::Pending => read_pending = true,
                 }
             }
-            if let Poll::Ready(out) = s.outbox.poll_recv(cx, &mut buf, WRITE_BATCH) {
+            if let Poll::Ready(out) = s.outbox.poll_recv(cx, &mut batch, WRITE_BATCH) {
                 reads_since_write = 0;
                 return Poll::Ready(match out {
                     Some(Outgoing::Messages(_)) => Step::Write,
@@ -443,7 +467,7 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     None => Step::End(End::Dropped),
                 });
             }
-            if timer.due.is_some() && sleep.as_mut().poll(cx).is_ready() {
+            if s.timer.due.is_some() && sleep.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Step::Tick);
             }
             Poll::Pending
@@ -482,8 +506,8 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     );
                 }
                 // The timer's work is due (no clock read: the read's time).
-                if timer.due.is_some_and(|due| read_at >= due)
-                    && let Some(end) = Box::pin(tick(s, &mut timer)).await
+                if s.timer.due.is_some_and(|due| read_at >= due)
+                    && let Some(end) = Box::pin(tick(s)).await
                 {
                     return end;
                 }
@@ -491,7 +515,7 @@ async fn main_loop(s: &mut Session<'_>) -> End {
             Step::Nothing => {}
             Step::End(end) => return end,
             Step::Write => {
-                if !write_batch(&mut s.ws, &mut buf, s.cfg.write_timeout).await {
+                if !write_batch(&mut s.ws, &mut batch, s.cfg.write_timeout).await {
                     return End::Dropped;
                 }
             }
@@ -501,12 +525,12 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                 }
             }
             Step::Tick => {
-                if let Some(end) = Box::pin(tick(s, &mut timer)).await {
+                if let Some(end) = Box::pin(tick(s)).await {
                     return end;
                 }
             }
         }
-        if let Some(due) = timer.due
+        if let Some(due) = s.timer.due
             && sleep.deadline() != Instant::from_std(due)
         {
             sleep.as_mut().reset(Instant::from_std(due));
@@ -516,9 +540,9 @@ async fn main_loop(s: &mut Session<'_>) -> End {
 
 /// The timer's work: the end of local sessions, then keepalive; `Some`
 /// when it ends the connection. Sets the timer's next due time.
-async fn tick(s: &mut Session<'_>, timer: &mut Timer) -> Option<End> {
+async fn tick(s: &mut Session<'_>) -> Option<End> {
     let now = Instant::now();
-    if timer.end_at.is_some_and(|at| at <= now) {
+    if s.timer.end_at.is_some_and(|at| at <= now) {
         let wall = SystemTime::now();
         while let (Some(Watch::Local(ends)), Some(auth)) = (&mut s.watch, s.auth) {
             let Some(event) = ends.ended(auth, wall) else {
@@ -532,12 +556,12 @@ async fn tick(s: &mut Session<'_>, timer: &mut Timer) -> Option<End> {
             }
         }
     }
-    if timer.ping_at.is_some_and(|at| at <= now) {
+    if s.timer.ping_at.is_some_and(|at| at <= now) {
         let interval = s.cfg.ping_interval;
         // Read times come from the socket adapter: no clock read per
         // message.
         let last_seen = Instant::from_std(s.ws.get_ref().last_read());
-        let pinged = timer.ping_sent.is_some_and(|sent| last_seen < sent);
+        let pinged = s.timer.ping_sent.is_some_and(|sent| last_seen < sent);
         // Nothing read since the last ping either: the peer is gone.
         if pinged && now.saturating_duration_since(last_seen) >= interval {
             return Some(End::ServerCloses(
@@ -549,7 +573,7 @@ async fn tick(s: &mut Session<'_>, timer: &mut Timer) -> Option<End> {
             ));
         }
         if now.saturating_duration_since(last_seen) >= interval {
-            timer.ping_sent = Some(now);
+            s.timer.ping_sent = Some(now);
             let ping = timeout(
                 s.cfg.write_timeout,
                 s.ws.send(TMessage::Ping(bytes::Bytes::new())),
@@ -557,13 +581,14 @@ async fn tick(s: &mut Session<'_>, timer: &mut Timer) -> Option<End> {
             if !matches!(ping.await, Ok(Ok(()))) {
                 return Some(End::Dropped);
             }
-            timer.ping_at = Some(Instant::now() + interval);
+            s.timer.ping_at = Some(Instant::now() + interval);
         } else {
-            timer.ping_sent = None;
-            timer.ping_at = Some(last_seen + interval);
+            s.timer.ping_sent = None;
+            s.timer.ping_at = Some(last_seen + interval);
         }
     }
-    timer.set_end(s.watch.as_ref(), now);
+    let watch = s.watch.as_ref();
+    s.timer.set_end(watch, now);
     None
 }
 
