@@ -81,7 +81,6 @@ const WORKSPACE: &[&str] = &[
     "ws-auth",
     "ws-broker",
     "ws-bench",
-    "ws-bench-baseline",
     "ws-runtime",
     "ws-cli",
     "demo-echo",

@@ -805,17 +805,27 @@ fn brief_figures(scenario: &str, v: &Value) -> String {
 
 // ---------------------------------------------------------------- build
 
+/// The baseline's own workspace, relative to the repository root.
+pub(crate) const BASELINE_MANIFEST: &str = "crates/ws-bench-baseline/Cargo.toml";
+
 /// Builds the load generator, the baseline and (unless `provider` names a
 /// prebuilt one) `ws-cli`, in release.
 fn build(provider: Option<PathBuf>) -> Result<Bins> {
-    let mut args = vec![
-        "build",
-        "--release",
-        "-p",
-        "ws-bench",
-        "-p",
+    // The baseline is a workspace of its own (on the unpatched tungstenite,
+    // see its Cargo.toml), built into the same target directory.
+    let target_dir = util::target_dir();
+    let baseline = util::cargo_build_bin(
+        &[
+            "build",
+            "--release",
+            "--manifest-path",
+            BASELINE_MANIFEST,
+            "--target-dir",
+            &target_dir.to_string_lossy(),
+        ],
         "ws-bench-baseline",
-    ];
+    )?;
+    let mut args = vec!["build", "--release", "-p", "ws-bench"];
     if provider.is_none() {
         args.extend(["-p", "ws-cli"]);
     }
@@ -854,7 +864,7 @@ fn build(provider: Option<PathBuf>) -> Result<Bins> {
             None => take("ws-cli")?,
         },
         bench: take("ws-bench")?,
-        baseline: take("ws-bench-baseline")?,
+        baseline,
     })
 }
 

@@ -57,6 +57,22 @@ fn ci(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The bench baseline is a workspace of its own (on the unpatched
+    // tungstenite): checked the same way.
+    let baseline = bench::BASELINE_MANIFEST;
+    let target_dir = util::target_dir();
+    util::cargo(&["fmt", "--manifest-path", baseline, "--", "--check"])?;
+    util::cargo(&[
+        "clippy",
+        "--manifest-path",
+        baseline,
+        "--target-dir",
+        &target_dir.to_string_lossy(),
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // The workspace tests drive the debug binary with a Python client too.
     let python = e2e::python_venv(&util::root().join("target/e2e-venv"))?;
     let status = util::cargo_cmd()

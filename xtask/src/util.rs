@@ -21,6 +21,13 @@ pub(crate) fn cargo_cmd() -> Command {
     cmd
 }
 
+/// The main workspace's target directory (`CARGO_TARGET_DIR` or
+/// `target/`): also where the bench baseline, a workspace of its own, is
+/// built.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 /// Runs cargo with `args`, failing when it fails.
 pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
