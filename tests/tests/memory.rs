@@ -73,17 +73,23 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// Waits (up to [`WAIT`]) until the live bytes are at most `limit`; the
-/// last count either way.
-async fn settle_below(limit: isize) -> isize {
+/// Waits (up to [`WAIT`]) until the live bytes are at most `limit`, then
+/// asserts they are: `what` happened to `count` connections since `before`
+/// live bytes, and the change per connection is printed and reported.
+async fn expect_live_at_most(limit: isize, before: isize, count: usize, what: &str) {
     let until = Instant::now() + WAIT;
-    loop {
-        let now = live();
-        if now <= limit || Instant::now() > until {
-            return now;
-        }
+    let mut now = live();
+    while now > limit && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        now = live();
     }
+    let change = (now - before) / count as isize;
+    let allowed = (limit - before) / count as isize;
+    println!("{what}: {change:+} bytes live per connection (at most {allowed:+})");
+    assert!(
+        now <= limit,
+        "{what}: {change:+} bytes live per connection, more than {allowed:+}"
+    );
 }
 
 /// Opens a WebSocket connection on a raw socket.
@@ -126,29 +132,53 @@ async fn echo_binary(s: &mut TcpStream, len: usize) {
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     s.write_all(&frame).await.expect("send the message");
     drop(frame);
-    let mut head = [0u8; 2];
-    s.read_exact(&mut head)
-        .await
-        .expect("read the echo's header");
-    assert_eq!(head[0], 0x82, "a final binary frame");
-    let echoed_len = match head[1] {
-        126 => u64::from(s.read_u16().await.expect("16-bit length")),
-        127 => s.read_u64().await.expect("64-bit length"),
-        short => u64::from(short),
-    };
-    assert_eq!(echoed_len, len as u64, "unmasked, the message's length");
-    let mut echoed = vec![0u8; len];
-    s.read_exact(&mut echoed).await.expect("read the echo");
+    let echoed = read_binary(s).await;
+    assert_eq!(echoed.len(), len, "the echo's length");
     assert!(echoed == payload, "the echo differs from the message");
+}
+
+/// Reads the next binary message, answering the server's pings on the way
+/// (keepalive).
+async fn read_binary(s: &mut TcpStream) -> Vec<u8> {
+    loop {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.expect("read a frame header");
+        let len = match head[1] {
+            126 => u64::from(s.read_u16().await.expect("16-bit length")),
+            127 => s.read_u64().await.expect("64-bit length"),
+            short => u64::from(short),
+        };
+        assert_eq!(head[1] & 0x80, 0, "a server frame is not masked");
+        let mut payload = vec![0u8; usize::try_from(len).expect("length")];
+        s.read_exact(&mut payload)
+            .await
+            .expect("read a frame payload");
+        match head[0] {
+            0x82 => return payload,
+            0x89 => {
+                // A ping: the pong carries its payload, masked (zero mask).
+                let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                s.write_all(&pong).await.expect("send a pong");
+            }
+            other => panic!("unexpected frame {other:#x}"),
+        }
+    }
+}
+
+/// The demo echo server with the per-address limits off (every client
+/// comes from 127.0.0.1) and the given keepalive interval.
+async fn echo_server(ping_interval: Duration) -> TestServer {
+    let mut config = ServerConfig::default();
+    config.max_connections_per_address = 0;
+    config.max_connections_per_address_per_second = 0;
+    config.ping_interval = ping_interval;
+    TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_keep_no_read_or_write_buffers_while_idle() {
-    // The per-address limits off: every client comes from 127.0.0.1.
-    let mut config = ServerConfig::default();
-    config.max_connections_per_address = 0;
-    config.max_connections_per_address_per_second = 0;
-    let srv = TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await;
+    let srv = echo_server(ServerConfig::default().ping_interval).await;
     // Warm up the runtime, the allocator and the server's tables.
     let warm = open(srv.addr).await;
     drop(warm);
@@ -165,13 +195,7 @@ async fn connections_keep_no_read_or_write_buffers_while_idle() {
     // buffer, were it allocated up front, would add 1 KiB.
     const IDLE_BUDGET: usize = 3328;
     let budget = before + (IDLE * IDLE_BUDGET) as isize;
-    let now = settle_below(budget).await;
-    let per_connection = (now - before) / IDLE as isize;
-    println!("an idle connection: {per_connection} bytes live on the server");
-    assert!(
-        now <= budget,
-        "an idle connection keeps {per_connection} bytes (budget {IDLE_BUDGET})"
-    );
+    expect_live_at_most(budget, before, IDLE, "an idle connection").await;
 
     // Connections that each echoed one 1 MiB message, then went idle: no
     // buffer stays at the size of the message (tungstenite would keep 1 MiB
@@ -197,21 +221,34 @@ async fn connections_keep_no_read_or_write_buffers_while_idle() {
         big.push(e.await.expect("echo task"));
     }
     let budget = before + (BIG * 16 * 1024) as isize;
-    let now = settle_below(budget).await;
-    println!(
-        "after a 1 MiB echo: {} bytes more live per connection",
-        (now - before) / BIG as isize
-    );
-    assert!(
-        now <= budget,
-        "{BIG} connections that echoed {SIZE} bytes keep {} bytes more each (budget 16 KiB)",
-        (now - before) / BIG as isize
-    );
+    expect_live_at_most(budget, before, BIG, "after a 1 MiB echo").await;
 
     // They still echo.
     for s in &mut big {
         echo_binary(s, 100).await;
     }
     drop((idle, big));
+    srv.shutdown().await;
+
+    // Connections that sent a message and then went quiet for a keepalive
+    // interval give back tungstenite's read piece (1 KiB); while busy they
+    // keep it from one message to the next.
+    let srv = echo_server(Duration::from_secs(1)).await;
+    const QUIET: usize = 50;
+    let mut quiet = Vec::new();
+    for _ in 0..QUIET {
+        let mut s = open(srv.addr).await;
+        echo_binary(&mut s, 100).await;
+        quiet.push(s);
+    }
+    // A read piece is 1 KiB: at least 768 bytes each come back.
+    let busy = live();
+    let target = busy - (QUIET * 768) as isize;
+    expect_live_at_most(target, busy, QUIET, "quiet for a keepalive interval").await;
+    // Still open: they answer the ping and echo.
+    for s in &mut quiet {
+        echo_binary(s, 100).await;
+    }
+    drop(quiet);
     srv.shutdown().await;
 }

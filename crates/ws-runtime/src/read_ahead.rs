@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::ReleaseReadBuffer;
 
 /// The read size tungstenite is given on top of a [`ReadAhead`].
 pub(crate) const TUNGSTENITE_CHUNK: usize = 1024;
@@ -62,6 +63,9 @@ pub(crate) struct ReadAhead<S> {
     /// The last write to the socket could not go out (tungstenite retries a
     /// blocked reply to a ping on its next read).
     write_blocked: bool,
+    /// The connection is idle (see [`Self::set_idle`]): from its start
+    /// until its first message, and after a keepalive interval of silence.
+    idle: bool,
 }
 
 impl<S> ReadAhead<S> {
@@ -80,6 +84,31 @@ impl<S> ReadAhead<S> {
             written: 0,
             out_limit,
             write_blocked: false,
+            // A new connection is idle until its first message.
+            idle: true,
+        }
+    }
+
+    /// While idle, a read that finds the socket empty tells tungstenite to
+    /// give its read buffer back ([`ReleaseReadBuffer`], a patch of ours:
+    /// vendor/README.md), so an idle connection keeps no read buffer
+    /// anywhere. A busy connection keeps tungstenite's piece from one
+    /// wake-up to the next instead of allocating it again each time.
+    pub(crate) fn set_idle(&mut self, idle: bool) {
+        self.idle = idle;
+    }
+
+    /// What a read that found the socket empty returns: `Pending`, or while
+    /// idle the `WouldBlock` that releases tungstenite's buffer (the waker
+    /// is registered either way: the socket was polled).
+    fn nothing(&self) -> Poll<io::Result<()>> {
+        if self.idle {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                ReleaseReadBuffer,
+            )))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -129,7 +158,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.fresh = r.is_pending();
             // A full piece: more is likely waiting, read ahead next time.
             this.hot = got == wanted && got > 0;
-            return r;
+            return if r.is_pending() { this.nothing() } else { r };
         }
         let piece = out.remaining();
         this.pending.reserve(this.chunk);
@@ -155,7 +184,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                 // Nothing to read: no buffer is kept while idle.
                 this.pending = BytesMut::new();
                 this.fresh = true;
-                Poll::Pending
+                this.nothing()
             }
         }
     }
@@ -252,6 +281,8 @@ mod tests {
     async fn serves_prefix_then_large_reads_in_small_pieces() {
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut ra = ReadAhead::new(rx, 4096, 4096, b"pre");
+        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
+        ra.set_idle(false);
         let start = ra.last_read();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
@@ -303,6 +334,8 @@ mod tests {
             4096,
             b"",
         );
+        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
+        ra.set_idle(false);
         // A burst: after one full piece, the socket is read in chunks.
         let data = vec![1u8; 40_000];
         tx.write_all(&data).await.unwrap();
@@ -354,6 +387,8 @@ mod tests {
             4096,
             b"",
         );
+        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
+        ra.set_idle(false);
         let mut piece = [0u8; 1024];
         let mut reads_per_burst = Vec::new();
         for _ in 0..4 {
@@ -382,32 +417,51 @@ mod tests {
         assert_eq!(ra.pending.capacity(), 0);
     }
 
-    #[tokio::test]
-    async fn idle_only_while_nothing_is_readable_and_no_write_is_blocked() {
+    /// A client socket and the server's adapter on a real loopback
+    /// connection (a new connection: idle).
+    async fn over_loopback() -> (tokio::net::TcpStream, ReadAhead<crate::io::Io>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let mut ra = ReadAhead::new(crate::io::Io::Plain(server), 16_384, 4096, b"");
+        let ra = ReadAhead::new(crate::io::Io::Plain(server), 16_384, 4096, b"");
+        (client, ra)
+    }
+
+    /// Sends `hello` and waits until the adapter sees the socket readable.
+    async fn send_and_await_readiness(
+        client: &mut tokio::net::TcpStream,
+        ra: &ReadAhead<crate::io::Io>,
+    ) {
+        client.write_all(b"hello").await.unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ra.poll_read_idle(&mut cx) {
+            assert!(std::time::Instant::now() < deadline, "readiness never came");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_only_while_nothing_is_readable_and_no_write_is_blocked() {
+        let (mut client, mut ra) = over_loopback().await;
+        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
+        ra.set_idle(false);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut piece = [0u8; 1024];
         // Nothing sent yet: a read is pending, and the adapter says idle.
         assert_eq!(try_read(&mut ra, &mut piece), None);
         assert!(ra.poll_read_idle(&mut cx));
         // Data arrives: no longer idle (no read was made to learn it).
-        client.write_all(b"hello").await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while ra.poll_read_idle(&mut cx) {
-            assert!(std::time::Instant::now() < deadline, "readiness never came");
-            tokio::task::yield_now().await;
-        }
+        send_and_await_readiness(&mut client, &ra).await;
         assert_eq!(try_read(&mut ra, &mut piece), Some(5));
         assert_eq!(try_read(&mut ra, &mut piece), None);
         assert!(ra.poll_read_idle(&mut cx));
         // A write the client does not read blocks: not idle, so the stream
         // is asked (tungstenite retries a blocked pong on its next read).
         let big = vec![7u8; 64 * 1024];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let blocked = loop {
             match Pin::new(&mut ra).poll_write(&mut cx, &big) {
                 Poll::Ready(r) => {
@@ -445,6 +499,8 @@ mod tests {
     async fn gathers_writes_until_flushed_then_frees_the_buffer() {
         let (a, mut peer) = tokio::io::duplex(1 << 20);
         let mut ra = ReadAhead::new(a, 1024, 64 * 1024, b"");
+        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
+        ra.set_idle(false);
         let frame: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
         for _ in 0..5 {
             ra.write_all(&frame).await.unwrap();
@@ -474,9 +530,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_connection_has_tungstenite_release_its_buffer() {
+        let (mut client, mut ra) = over_loopback().await;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut piece = [0u8; 1024];
+        let poll = |ra: &mut ReadAhead<_>, piece: &mut [u8]| {
+            let mut rb = ReadBuf::new(piece);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match Pin::new(ra).poll_read(&mut cx, &mut rb) {
+                Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+                Poll::Ready(Err(e)) => Err(Some(e)),
+                Poll::Pending => Err(None),
+            }
+        };
+        // New, nothing sent: idle, so an empty read asks tungstenite to
+        // release its buffer.
+        let e = poll(&mut ra, &mut piece).unwrap_err().expect("not pending");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(e.get_ref().is_some_and(|x| x.is::<ReleaseReadBuffer>()));
+        // The socket was polled: its readiness is watched as for `Pending`.
+        assert!(ra.poll_read_idle(&mut cx));
+        send_and_await_readiness(&mut client, &ra).await;
+        assert_eq!(poll(&mut ra, &mut piece).unwrap(), 5);
+        // Busy (a message came): an empty read is plainly pending.
+        ra.set_idle(false);
+        assert!(poll(&mut ra, &mut piece).unwrap_err().is_none());
+        // Idle again (a keepalive interval of silence).
+        ra.set_idle(true);
+        let e = poll(&mut ra, &mut piece).unwrap_err().expect("not pending");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[tokio::test]
     async fn holds_nothing_while_idle() {
         let (_tx, rx) = tokio::io::duplex(64);
         let mut ra = ReadAhead::new(rx, 16 * 1024, 16 * 1024, b"");
+        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
+        ra.set_idle(false);
         let mut buf = [0u8; 10];
         let r = tokio::time::timeout(std::time::Duration::from_millis(20), ra.read(&mut buf)).await;
         assert!(r.is_err(), "nothing to read yet");

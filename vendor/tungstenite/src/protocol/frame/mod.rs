@@ -103,14 +103,34 @@ where
 /// [`FrameCodec::write_out_buffer`]).
 const OUT_BUFFER_KEEP: usize = 4096;
 
+/// ws-provider patch: the payload of a `WouldBlock` error a stream returns
+/// instead of waiting, to have the read buffer given back (if no frame is
+/// partly read). The stream must have arranged its wake-up as for any
+/// `WouldBlock`. Without it, a buffer is given back only when it grew past
+/// the configured read size (a large frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseReadBuffer;
+
+impl std::fmt::Display for ReleaseReadBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("nothing to read; release the read buffer")
+    }
+}
+
+impl std::error::Error for ReleaseReadBuffer {}
+
 /// A codec for WebSocket frames.
 #[derive(Debug)]
 pub(super) struct FrameCodec {
-    /// Buffer to read data from the stream. ws-provider patch: empty (no
-    /// allocation) while the stream has nothing to read between frames; see
+    /// Buffer to read data from the stream. ws-provider patch: allocated by
+    /// the first read, and given back between frames after a frame larger
+    /// than a read or when the stream asks for it; see
     /// [`Self::read_frame`].
     in_buffer: BytesMut,
     in_buf_max_read: usize,
+    /// ws-provider patch: a frame larger than a read was read into
+    /// `in_buffer` (which may still share its allocation).
+    in_buf_grown: bool,
     /// Buffer to send packets to the network.
     out_buffer: Vec<u8>,
     /// Capacity limit for `out_buffer`.
@@ -134,6 +154,7 @@ impl FrameCodec {
         Self {
             in_buffer: BytesMut::new(),
             in_buf_max_read: in_buf_len.max(FrameHeader::MAX_SIZE),
+            in_buf_grown: false,
             out_buffer: <_>::default(),
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
@@ -148,6 +169,7 @@ impl FrameCodec {
         Self {
             in_buffer,
             in_buf_max_read: min_in_buf_len.max(FrameHeader::MAX_SIZE),
+            in_buf_grown: false,
             out_buffer: <_>::default(),
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
@@ -198,6 +220,8 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
+                    // ws-provider patch: see `in_buf_grown`.
+                    self.in_buf_grown |= len > self.in_buf_max_read;
                 } else if self.in_buffer.capacity() == 0 {
                     // ws-provider patch: released while idle (below); a
                     // whole read's room again, not just a header's.
@@ -223,16 +247,19 @@ impl FrameCodec {
                 Ok(_) => {}
                 Err(e) => {
                     // ws-provider patch: the stream has nothing more for now
-                    // and no frame is partly read: give the buffer back
-                    // (a message still using part of it keeps that part
-                    // alive). An idle connection then holds no read buffer,
-                    // and one large message does not leave its size
-                    // allocated for the connection's whole life.
+                    // and no frame is partly read: give the buffer back if
+                    // a large frame grew it (one large message must not
+                    // leave its size allocated for the connection's life)
+                    // or the stream asks for it (an idle connection). A
+                    // message still using part of it keeps that part alive.
                     if e.kind() == IoErrorKind::WouldBlock
                         && self.header.is_none()
                         && self.in_buffer.is_empty()
+                        && (self.in_buf_grown
+                            || e.get_ref().is_some_and(|inner| inner.is::<ReleaseReadBuffer>()))
                     {
                         self.in_buffer = BytesMut::new();
+                        self.in_buf_grown = false;
                     }
                     return Err(e.into());
                 }
