@@ -567,10 +567,9 @@ fn handle_tcp(
     async move {
         // Nothing of the handshake's outcome but the session's box is kept
         // while the session runs.
-        let session = match handshake.await {
-            Some((upgraded, upgrading)) => open_session(&shared, upgraded, upgrading),
-            None => None,
-        };
+        let session = handshake
+            .await
+            .and_then(|(upgraded, upgrading)| open_session(&shared, upgraded, upgrading));
         if let Some(session) = session {
             session::run(session).await;
         }
@@ -865,10 +864,9 @@ impl SessionSlot {
 
 /// Waits for the upgraded connection and runs its session.
 async fn run_pending(shared: Arc<Shared>, pending: PendingSession) {
-    let session = match upgraded(pending).await {
-        Some((upgraded, upgrading)) => open_session(&shared, upgraded, upgrading),
-        None => None,
-    };
+    let session = upgraded(pending)
+        .await
+        .and_then(|(upgraded, upgrading)| open_session(&shared, upgraded, upgrading));
     // Only the box's pointer stays in the task while the session runs.
     if let Some(session) = session {
         session::run(session).await;

@@ -594,8 +594,7 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
             s.timer.ping_at = Some(last_seen + interval);
         }
     }
-    let watch = s.watch.as_ref();
-    s.timer.set_end(watch, now);
+    s.timer.set_end(s.watch.as_ref(), now);
     None
 }
 
