@@ -63,9 +63,9 @@ pub(crate) struct ReadAhead<S> {
     /// The last write to the socket could not go out (tungstenite retries a
     /// blocked reply to a ping on its next read).
     write_blocked: bool,
-    /// The connection is idle (see [`Self::set_idle`]): from its start
-    /// until its first message, and after a keepalive interval of silence.
-    idle: bool,
+    /// The connection is quiet (see [`Self::set_quiet`]): from its start
+    /// until its first message, and after a keepalive interval without one.
+    quiet: bool,
 }
 
 impl<S> ReadAhead<S> {
@@ -84,25 +84,25 @@ impl<S> ReadAhead<S> {
             written: 0,
             out_limit,
             write_blocked: false,
-            // A new connection is idle until its first message.
-            idle: true,
+            // A new connection is quiet until its first message.
+            quiet: true,
         }
     }
 
-    /// While idle, a read that finds the socket empty tells tungstenite to
+    /// While quiet, a read that finds the socket empty tells tungstenite to
     /// give its read buffer back ([`ReleaseReadBuffer`], a patch of ours:
-    /// vendor/README.md), so an idle connection keeps no read buffer
+    /// vendor/README.md), so a quiet connection keeps no read buffer
     /// anywhere. A busy connection keeps tungstenite's piece from one
     /// wake-up to the next instead of allocating it again each time.
-    pub(crate) fn set_idle(&mut self, idle: bool) {
-        self.idle = idle;
+    pub(crate) fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
     }
 
     /// What a read that found the socket empty returns: `Pending`, or while
-    /// idle the `WouldBlock` that releases tungstenite's buffer (the waker
+    /// quiet the `WouldBlock` that releases tungstenite's buffer (the waker
     /// is registered either way: the socket was polled).
     fn nothing(&self) -> Poll<io::Result<()>> {
-        if self.idle {
+        if self.quiet {
             Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 ReleaseReadBuffer,
@@ -281,8 +281,7 @@ mod tests {
     async fn serves_prefix_then_large_reads_in_small_pieces() {
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut ra = ReadAhead::new(rx, 4096, 4096, b"pre");
-        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
-        ra.set_idle(false);
+        ra.set_quiet(false); // busy: an empty read is `Pending`
         let start = ra.last_read();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
@@ -334,8 +333,7 @@ mod tests {
             4096,
             b"",
         );
-        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
-        ra.set_idle(false);
+        ra.set_quiet(false); // busy: an empty read is `Pending`
         // A burst: after one full piece, the socket is read in chunks.
         let data = vec![1u8; 40_000];
         tx.write_all(&data).await.unwrap();
@@ -387,8 +385,7 @@ mod tests {
             4096,
             b"",
         );
-        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
-        ra.set_idle(false);
+        ra.set_quiet(false); // busy: an empty read is `Pending`
         let mut piece = [0u8; 1024];
         let mut reads_per_burst = Vec::new();
         for _ in 0..4 {
@@ -446,8 +443,7 @@ mod tests {
     #[tokio::test]
     async fn idle_only_while_nothing_is_readable_and_no_write_is_blocked() {
         let (mut client, mut ra) = over_loopback().await;
-        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
-        ra.set_idle(false);
+        ra.set_quiet(false); // busy: an empty read is `Pending`
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut piece = [0u8; 1024];
         // Nothing sent yet: a read is pending, and the adapter says idle.
@@ -499,8 +495,7 @@ mod tests {
     async fn gathers_writes_until_flushed_then_frees_the_buffer() {
         let (a, mut peer) = tokio::io::duplex(1 << 20);
         let mut ra = ReadAhead::new(a, 1024, 64 * 1024, b"");
-        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
-        ra.set_idle(false);
+        ra.set_quiet(false); // busy: an empty read is `Pending`
         let frame: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
         for _ in 0..5 {
             ra.write_all(&frame).await.unwrap();
@@ -530,7 +525,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_idle_connection_has_tungstenite_release_its_buffer() {
+    async fn a_quiet_connection_has_tungstenite_release_its_buffer() {
         let (mut client, mut ra) = over_loopback().await;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut piece = [0u8; 1024];
@@ -553,10 +548,10 @@ mod tests {
         send_and_await_readiness(&mut client, &ra).await;
         assert_eq!(poll(&mut ra, &mut piece).unwrap(), 5);
         // Busy (a message came): an empty read is plainly pending.
-        ra.set_idle(false);
+        ra.set_quiet(false);
         assert!(poll(&mut ra, &mut piece).unwrap_err().is_none());
         // Idle again (a keepalive interval of silence).
-        ra.set_idle(true);
+        ra.set_quiet(true);
         let e = poll(&mut ra, &mut piece).unwrap_err().expect("not pending");
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
@@ -565,8 +560,7 @@ mod tests {
     async fn holds_nothing_while_idle() {
         let (_tx, rx) = tokio::io::duplex(64);
         let mut ra = ReadAhead::new(rx, 16 * 1024, 16 * 1024, b"");
-        // Busy: an empty read is `Pending` (see `an_idle_connection_has_tungstenite_release_its_buffer`).
-        ra.set_idle(false);
+        ra.set_quiet(false); // busy: an empty read is `Pending`
         let mut buf = [0u8; 10];
         let r = tokio::time::timeout(std::time::Duration::from_millis(20), ra.read(&mut buf)).await;
         assert!(r.is_err(), "nothing to read yet");

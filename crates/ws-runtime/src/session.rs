@@ -475,7 +475,7 @@ async fn main_loop(s: &mut Session<'_>) -> End {
         .await;
         match step {
             Step::Message(msg) => {
-                s.ws.get_mut().set_idle(false);
+                s.ws.get_mut().set_quiet(false);
                 let read_at = s.ws.get_ref().last_read();
                 if let Err(frame) = s.guard.check(read_at) {
                     tracing::debug!(conn = %s.conn.id(), client = %s.conn.client_addr(), reason = %frame.reason, "message rate exceeded");
@@ -529,7 +529,7 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                 if let Some(end) = Box::pin(tick(s)).await {
                     return end;
                 }
-                // The tick may have made the connection idle: the stream is
+                // The tick may have made the connection quiet: the stream is
                 // asked once, and gives its read buffer back.
                 read_pending = false;
             }
@@ -577,9 +577,9 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
             ));
         }
         if now.saturating_duration_since(last_seen) >= interval {
-            // Silent for an interval: idle until its next message, so its
+            // Silent for an interval: quiet until its next message, so its
             // read buffers go (the loop asks the stream once after a tick).
-            s.ws.get_mut().set_idle(true);
+            s.ws.get_mut().set_quiet(true);
             s.timer.ping_sent = Some(now);
             let ping = timeout(
                 s.cfg.write_timeout,
