@@ -321,19 +321,32 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn reads_ahead_only_while_reads_come_back_full() {
-        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+    /// The writing end of an in-memory pipe, and a busy adapter (an empty
+    /// read is `Pending`) reading the other end in `chunk`s and counting
+    /// its reads.
+    fn counted(
+        chunk: usize,
+    ) -> (
+        tokio::io::DuplexStream,
+        ReadAhead<Counted<tokio::io::DuplexStream>>,
+    ) {
+        let (tx, rx) = tokio::io::duplex(1 << 16);
         let mut ra = ReadAhead::new(
             Counted {
                 inner: rx,
                 reads: 0,
             },
-            4096,
+            chunk,
             4096,
             b"",
         );
-        ra.set_quiet(false); // busy: an empty read is `Pending`
+        ra.set_quiet(false);
+        (tx, ra)
+    }
+
+    #[tokio::test]
+    async fn reads_ahead_only_while_reads_come_back_full() {
+        let (mut tx, mut ra) = counted(4096);
         // A burst: after one full piece, the socket is read in chunks.
         let data = vec![1u8; 40_000];
         tx.write_all(&data).await.unwrap();
@@ -375,17 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pipelining_client_costs_two_reads_per_burst() {
-        let (mut tx, rx) = tokio::io::duplex(1 << 16);
-        let mut ra = ReadAhead::new(
-            Counted {
-                inner: rx,
-                reads: 0,
-            },
-            16_384,
-            4096,
-            b"",
-        );
-        ra.set_quiet(false); // busy: an empty read is `Pending`
+        let (mut tx, mut ra) = counted(16_384);
         let mut piece = [0u8; 1024];
         let mut reads_per_burst = Vec::new();
         for _ in 0..4 {
