@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -936,9 +935,9 @@ fn open_session<'a>(
         &parts.read_buf,
     );
     drop(parts.read_buf);
-    // Completes on its first poll (there is no handshake left to do).
-    let ws =
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(route.ws_config)).now_or_never()?;
+    // The session's one task reads and writes it (see `session`): no waker
+    // proxies (our patch of tokio-tungstenite, vendor/README.md).
+    let ws = WebSocketStream::from_raw_socket_in_one_task(io, Role::Server, Some(route.ws_config));
     info.headers = detached(&info.headers);
     let (conn, outbox) =
         Connection::with_hub(info, shared.config.outgoing_queue, shared.hub.clone());
