@@ -74,7 +74,7 @@ impl<V: Clone> TtlCache<V> {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner.lock().unwrap().map.len()
     }
 }

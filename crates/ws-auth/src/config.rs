@@ -207,6 +207,13 @@ pub struct JwtConfig {
     /// true: a token that never expires cannot be revoked).
     #[serde(default = "yes")]
     pub require_exp: bool,
+    /// `cache_size`: most tokens whose check is remembered (default 10000;
+    /// 0: none). A token presented again (a reconnect, a second tab) is
+    /// not decoded and its signature not checked again for up to a minute;
+    /// its `exp` and `nbf` still are, at every use. The result depends on
+    /// the token's bytes alone, so this changes no answer, only its cost.
+    #[serde(default = "default_jwt_cache_size")]
+    pub cache_size: usize,
     /// `[aspect.jwt.claims]`: claim mapping (defaults `sub`, `name`,
     /// `groups`; the expiry is always `exp`).
     #[serde(default)]
@@ -438,6 +445,7 @@ impl JwtConfig {
             issuer: None,
             audience: None,
             require_exp: true,
+            cache_size: default_jwt_cache_size(),
             claims: FieldMap::default(),
         }
     }
@@ -527,6 +535,10 @@ fn yes() -> bool {
 
 fn default_leeway() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_jwt_cache_size() -> usize {
+    10_000
 }
 
 fn default_timeout() -> Duration {

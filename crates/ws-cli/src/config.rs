@@ -764,6 +764,7 @@ mod tests {
                     issuer: Some("i".into()),
                     audience: Some("a".into()),
                     require_exp: true,
+                    cache_size: 10,
                     claims: FieldMap {
                         expires_at: None,
                         ..fields.clone()

@@ -188,6 +188,36 @@ async fn expired_and_not_yet_valid_tokens_are_anonymous() {
     }
 }
 
+/// The three aspects with no leeway, and a token for `alg` that expires in
+/// two seconds (not one: `now()` is whole seconds, so `+ 1` could be
+/// reached before the token is even checked on a busy machine).
+async fn expiring_soon(dir: &Path, alg: Algorithm) -> (ws_auth::Authenticator, u64, String) {
+    let auth = three(dir, "leeway = \"0s\"").await;
+    let exp = now() + 2;
+    (auth, exp, sign(alg, &json!({"sub": "1", "exp": exp})))
+}
+
+#[tokio::test]
+async fn a_token_presented_again_is_refused_once_it_has_expired() {
+    // The second and third handshakes find the token among those already
+    // checked (`cache_size`, on by default): `exp` must still be looked at.
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, exp, token) = expiring_soon(dir.path(), Algorithm::HS256).await;
+    let headers = cookie(&format!("hs={token}"));
+    for _ in 0..2 {
+        assert!(
+            resolve_one(&auth, "hs.user", &headers, None)
+                .await
+                .logged_in
+        );
+    }
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = resolve_one(&auth, "hs.user", &headers, None).await;
+    assert!(!a.logged_in, "an expired token was accepted from the cache");
+}
+
 #[tokio::test]
 async fn malformed_and_forged_tokens_are_anonymous() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,11 +299,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
 #[tokio::test]
 async fn the_session_ends_at_exp_without_polling() {
     let dir = tempfile::tempdir().unwrap();
-    let auth = three(dir.path(), "leeway = \"0s\"").await;
-    // Two seconds, not one: `now()` is whole seconds, so `+ 1` could be
-    // reached before the token is even checked (leeway 0) on a busy machine.
-    let exp = now() + 2;
-    let token = sign(Algorithm::EdDSA, &json!({"sub": "1", "exp": exp}));
+    let (auth, exp, token) = expiring_soon(dir.path(), Algorithm::EdDSA).await;
     let headers = header("sec-websocket-protocol", &format!("bearer.{token}"));
     let mut resolved = auth.resolve(&headers, None).await.unwrap();
     assert!(resolved.aspects.get("ed.user").logged_in);
