@@ -264,10 +264,10 @@ impl Connection {
 
     /// Starts loading the lines that [`send`](Self::send) touches first
     /// (the queue and its lock, 64 bytes: one or two lines), without
-    /// waiting for them. A fan-out calls it
-    /// a few members ahead: with thousands of subscribers every queue is
-    /// out of cache, and the loads then overlap instead of stalling one
-    /// send after the other. A no-op on other targets than x86-64.
+    /// waiting for them. A fan-out calls it a few members ahead: with
+    /// thousands of subscribers every queue is out of cache, and the loads
+    /// then overlap instead of stalling one send after the other. A no-op
+    /// on other targets than x86-64.
     #[allow(unsafe_code)]
     #[inline]
     pub(crate) fn prefetch(&self) {

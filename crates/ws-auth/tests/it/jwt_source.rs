@@ -200,7 +200,9 @@ async fn expiring_soon(dir: &Path, alg: Algorithm) -> (ws_auth::Authenticator, u
 #[tokio::test]
 async fn a_token_presented_again_is_refused_once_it_has_expired() {
     // The second and third handshakes find the token among those already
-    // checked (`cache_size`, on by default): `exp` must still be looked at.
+    // checked (`cache_size`, on by default): past `exp` it must still be
+    // refused. (The unit tests in `source::jwt` check the cache's own time
+    // check; the authenticator checks the user's expiry as well.)
     let dir = tempfile::tempdir().unwrap();
     let (auth, exp, token) = expiring_soon(dir.path(), Algorithm::HS256).await;
     let headers = cookie(&format!("hs={token}"));
