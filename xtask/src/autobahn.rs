@@ -191,12 +191,16 @@ fn run_all(opts: &Options) -> Result<()> {
     // The fuzzing client opens one connection per case, back to back from
     // 127.0.0.1, and some cases send 1,000 messages at once: the default
     // connection and message limits (a production default) would refuse
-    // them, so this run lifts them. Everything else stays at its default.
+    // them, so this run lifts them. Sections 9 and 10 send messages of up
+    // to 16 MiB, some in 64-byte fragments: the size and fragment limits
+    // are lifted too. Everything else stays at its default.
     let default_config = dir.join("ws-provider.toml");
     fs::write(
         &default_config,
         "# written by cargo xtask autobahn\n[server]\nmax_connections_per_address = 0\n\
-         max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n",
+         max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n\
+         [websocket]\nmax_message_size_in_kb = 16384\nmax_frame_size_in_kb = 16384\n\
+         max_frames_per_message = 0\n",
     )
     .with_context(|| format!("cannot write {}", default_config.display()))?;
     let config = opts.server_config.as_deref().unwrap_or(&default_config);
