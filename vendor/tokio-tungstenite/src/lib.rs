@@ -309,6 +309,7 @@ impl<S> WebSocketStream<S> {
     /// ws-provider patch: bytes allocated for what was received and is
     /// held until a message is complete
     /// (`tungstenite::WebSocket::buffered_read_bytes`).
+    #[inline]
     pub fn buffered_read_bytes(&self) -> usize {
         self.inner.buffered_read_bytes()
     }

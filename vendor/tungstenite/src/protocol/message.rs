@@ -22,6 +22,7 @@ mod string_collect {
         }
 
         /// ws-provider patch: bytes allocated for the text so far.
+        #[inline]
         pub fn capacity(&self) -> usize {
             self.data.capacity()
         }
@@ -119,6 +120,7 @@ impl IncompleteMessage {
     }
 
     /// ws-provider patch: bytes allocated for the message so far.
+    #[inline]
     pub fn capacity(&self) -> usize {
         match self.collector {
             IncompleteMessageCollector::Text(ref t) => t.capacity(),

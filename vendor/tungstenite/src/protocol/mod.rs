@@ -239,6 +239,7 @@ impl<Stream> WebSocket<Stream> {
     }
 
     /// ws-provider patch: see [`WebSocketContext::buffered_read_bytes`].
+    #[inline]
     pub fn buffered_read_bytes(&self) -> usize {
         self.context.buffered_read_bytes()
     }
@@ -449,6 +450,7 @@ impl WebSocketContext {
     /// frame partly read (reserved whole once its header arrived) and the
     /// payload of a message whose last fragment has not arrived. A server
     /// counts them against its memory budget while it waits.
+    #[inline]
     pub fn buffered_read_bytes(&self) -> usize {
         self.frame.buffered_read_bytes() + self.incomplete.as_ref().map_or(0, |m| m.capacity())
     }

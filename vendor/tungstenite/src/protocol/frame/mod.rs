@@ -181,6 +181,7 @@ impl FrameCodec {
     /// read: its whole allocation once the frame's header is known (room
     /// for the frame is reserved then), else the bytes read and not yet
     /// parsed.
+    #[inline]
     pub(super) fn buffered_read_bytes(&self) -> usize {
         if self.header.is_some() {
             self.in_buffer.capacity()
