@@ -498,13 +498,9 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     Err(p) => Err(Box::new(Panicked(panic_message(p))) as BoxError),
                 };
                 if let Err(e) = handled {
-                    tracing::warn!(conn = %s.conn.id(), error = %e, "on_message failed");
+                    let frame = failure_frame(&e, &s.conn);
                     s.component.on_error(&s.conn, e).await;
-                    return End::ServerCloses(
-                        CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
-                        CloseInitiator::Server,
-                        CLOSE_GRACE,
-                    );
+                    return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
                 // The timer's work is due (no clock read: the read's time).
                 if s.timer.due.is_some_and(|due| read_at >= due)
@@ -540,6 +536,18 @@ async fn main_loop(s: &mut Session<'_>) -> End {
             sleep.as_mut().reset(Instant::from_std(due));
         }
     }
+}
+
+/// The close frame for a failed `on_message`: 1013 when the component's
+/// `send` found the outgoing queue full (the client reads too slowly: its
+/// doing, not the component's), 1011 otherwise.
+fn failure_frame(e: &BoxError, conn: &Connection) -> CloseFrame {
+    if let Some(ws_core::SendError::Full(_)) = e.downcast_ref::<ws_core::SendError>() {
+        tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), "outgoing queue full: the client reads too slowly");
+        return CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "client reads too slowly");
+    }
+    tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
+    CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error")
 }
 
 /// The timer's work: the end of local sessions, then keepalive; `Some`
