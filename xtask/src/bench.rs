@@ -1093,6 +1093,20 @@ fn clear_ws_env(cmd: &mut Command) {
     }
 }
 
+/// Writes to `file` the configuration the bench runs ws-provider with:
+/// every handshake pipeline key `ws-cli check-config` knows turned on with
+/// limits that refuse nothing of a test's own, and one JWT aspect (a fresh
+/// secret next to `file`). Returns what it turned on and what this `cli`
+/// lacks. A client without the aspect's cookie connects anonymously.
+pub(crate) fn write_pipeline_config(
+    cli: &Path,
+    file: &Path,
+    state: &Path,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let hooks = write_provider_config(cli, file, state)?;
+    Ok((hooks.applied, hooks.missing))
+}
+
 fn write_provider_config(cli: &Path, file: &Path, state: &Path) -> Result<Hooks> {
     let keys = known_keys(cli)?;
     let mut sections: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();

@@ -326,20 +326,6 @@ async fn churn(
     while tasks.join_next().await.is_some() {}
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn slope_of_rss_over_connections() {
-        // 2 KiB per 1,000 connections: 200 KiB per 100,000.
-        let s: Vec<_> = (0..5u64)
-            .map(|i| (0.0, i * 1000, 10_000 + 2 * i, 0))
-            .collect();
-        let k = super::slope_per_100k(&s).unwrap();
-        assert!((k - 200.0).abs() < 1e-9, "{k}");
-        assert!(super::slope_per_100k(&s[..1]).is_none());
-    }
-}
-
 /// Loops step through source addresses by an odd stride so that they do
 /// not all use the same one.
 fn p_stride(sources: usize) -> usize {
@@ -379,4 +365,18 @@ async fn one(
     // the close starts where this reader stopped.
     c.rest = reader.unparsed().to_vec();
     close_cleanly(c, close).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slope_of_rss_over_connections() {
+        // 2 KiB per 1,000 connections: 200 KiB per 100,000.
+        let s: Vec<_> = (0..5u64)
+            .map(|i| (0.0, i * 1000, 10_000 + 2 * i, 0))
+            .collect();
+        let k = super::slope_per_100k(&s).unwrap();
+        assert!((k - 200.0).abs() < 1e-9, "{k}");
+        assert!(super::slope_per_100k(&s[..1]).is_none());
+    }
 }
