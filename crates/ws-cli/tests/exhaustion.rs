@@ -331,6 +331,10 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// Slow consumers of each kind.
 const SLOW: usize = 4;
 
+/// Rounds of publications in the control phase, without slow consumers:
+/// about as many as it takes to close them all.
+const CONTROL_ROUNDS: usize = 64;
+
 fn slow_config(write_timeout: &str) -> String {
     format!(
         "[server]\n\
@@ -365,6 +369,41 @@ fn clients_that_never_read_are_closed_with_1013_and_memory_stays_bounded() {
             publish(admin, KEY, &json!({"channel": "broadcast", "data": "warm"})).await;
         assert_eq!(status, 202);
         assert_eq!(next_text(&mut reader).await, "warm");
+        // The reader reads everything from here on.
+        let reading = tokio::spawn(async move {
+            let mut got = 0usize;
+            loop {
+                match tokio::time::timeout(WAIT, reader.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "done" => {
+                        return (got, reader);
+                    }
+                    Ok(Some(Ok(Message::Text(_)))) => got += 1,
+                    other => panic!("the reader lost its connection: {other:?}"),
+                }
+            }
+        });
+
+        // The control: the same publishing traffic with no slow consumer
+        // (the direct sends go to no connection), timed the same way.
+        let data = "x".repeat(MESSAGE);
+        let pinging = Pinger::start(echo);
+        for _ in 0..CONTROL_ROUNDS {
+            let (status, _) =
+                publish(admin, KEY, &json!({"channel": "broadcast", "data": data})).await;
+            assert_eq!(status, 202);
+            for _ in 0..SLOW {
+                let (status, answer) = publish(
+                    admin,
+                    KEY,
+                    &json!({"connection": "999999999", "data": data}),
+                )
+                .await;
+                assert_eq!((status, &answer["delivered"]), (202, &json!(0)));
+            }
+        }
+        let (mut control, echo) = pinging.stop().await;
+        let mut published = CONTROL_ROUNDS;
+        // After the control: the publication path is warm.
         let baseline = rss_kib(pid);
 
         // Slow consumers: some only subscribed to the channel, some that
@@ -383,24 +422,8 @@ fn clients_that_never_read_are_closed_with_1013_and_memory_stays_bounded() {
             direct.push(ws);
         }
 
-        // The reader reads everything meanwhile.
-        let reading = tokio::spawn(async move {
-            let mut got = 0usize;
-            loop {
-                match tokio::time::timeout(WAIT, reader.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "done" => {
-                        return (got, reader);
-                    }
-                    Ok(Some(Ok(Message::Text(_)))) => got += 1,
-                    other => panic!("the reader lost its connection: {other:?}"),
-                }
-            }
-        });
-
         // Publish until every slow consumer is closed, by broadcast and
         // directly; the echo client keeps measuring meanwhile.
-        let data = "x".repeat(MESSAGE);
-        let mut published = 0usize;
         let mut direct_open: Vec<bool> = vec![true; SLOW];
         let mut peak = baseline;
         let pinging = Pinger::start(echo);
@@ -442,12 +465,13 @@ fn clients_that_never_read_are_closed_with_1013_and_memory_stays_bounded() {
             let (code, reason) = expect_close(ws).await;
             assert_eq!(code, 1013, "{reason}");
         }
-        let pushed = published * MESSAGE;
+        let pushed = (published - CONTROL_ROUNDS) * MESSAGE;
         let bound = 2 * SLOW * (QUEUE * MESSAGE + WRITE_BUFFER) / 1024;
         println!(
-            "{published} publications of {} KiB ({} MiB per slow consumer) before all {} slow \
+            "{} publications of {} KiB ({} MiB per slow consumer) before all {} slow \
              consumers were closed; server VmRSS baseline {baseline} KiB, peak {peak} KiB \
              (+{} KiB; queues and write buffers: {bound} KiB)",
+            published - CONTROL_ROUNDS,
             MESSAGE / 1024,
             pushed >> 20,
             2 * SLOW,
@@ -458,14 +482,18 @@ fn clients_that_never_read_are_closed_with_1013_and_memory_stays_bounded() {
             "server memory grew by {} KiB, beyond the queues and write buffers ({bound} KiB)",
             peak - baseline
         );
+        let c = percentile(&mut control, 50.0);
+        let c99 = percentile(&mut control, 99.0);
         let q = percentile(&mut quiet, 50.0);
         let q99 = percentile(&mut quiet, 99.0);
         let d = percentile(&mut during, 50.0);
         let d99 = percentile(&mut during, 99.0);
         println!(
             "echo round trip of another client (report only): quiet (1 s) p50 {q:?} p99 {q99:?} \
-             ({} samples); while slow consumers fill up p50 {d:?} p99 {d99:?} ({} samples)",
+             ({} samples); publishing, no slow consumer p50 {c:?} p99 {c99:?} ({} samples); \
+             publishing while slow consumers fill up p50 {d:?} p99 {d99:?} ({} samples)",
             quiet.len(),
+            control.len(),
             during.len()
         );
         // The others are still served.
