@@ -221,6 +221,28 @@ pub fn status_of(response: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
 
+/// A WebSocket connection to `/echo` on a raw socket (no WebSocket
+/// library, no buffers of its own): the upgrade is sent and its 101 read,
+/// nothing more.
+pub async fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(upgrade_request("/echo", "").as_bytes())
+        .await
+        .expect("send the upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.expect("read the 101");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "not upgraded: {}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
 /// A valid upgrade request head for `path` (plus extra header lines).
 pub fn upgrade_request(path: &str, extra: &str) -> String {
     format!(

@@ -11,14 +11,13 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use ws_runtime::{Server, ServerConfig};
-use ws_tests::{TestServer, WAIT, upgrade_request};
+use ws_tests::{TestServer, WAIT, raw_websocket};
 
 /// The system allocator, counting the bytes it has handed out and not yet
 /// been given back.
@@ -92,26 +91,6 @@ async fn expect_live_at_most(limit: isize, before: isize, count: usize, what: &s
     );
 }
 
-/// Opens a WebSocket connection on a raw socket.
-async fn open(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(upgrade_request("/echo", "").as_bytes())
-        .await
-        .expect("send the upgrade");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        s.read_exact(&mut byte).await.expect("read the 101");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "not upgraded: {}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
 /// Sends one masked binary message of `len` bytes and reads its echo back.
 async fn echo_binary(s: &mut TcpStream, len: usize) {
     let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -173,6 +152,9 @@ async fn echo_server(ping_interval: Duration) -> TestServer {
     config.max_connections_per_address = 0;
     config.max_connections_per_address_per_second = 0;
     config.ping_interval = ping_interval;
+    // Room for the 1 MiB echo below (the default is 64 KiB).
+    config.max_message_size = 2 << 20;
+    config.max_frame_size = 2 << 20;
     TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await
 }
 
@@ -180,7 +162,7 @@ async fn echo_server(ping_interval: Duration) -> TestServer {
 async fn connections_keep_no_read_or_write_buffers_while_idle() {
     let srv = echo_server(ServerConfig::default().ping_interval).await;
     // Warm up the runtime, the allocator and the server's tables.
-    let warm = open(srv.addr).await;
+    let warm = raw_websocket(srv.addr).await;
     drop(warm);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -189,7 +171,7 @@ async fn connections_keep_no_read_or_write_buffers_while_idle() {
     let before = live();
     let mut idle = Vec::new();
     for _ in 0..IDLE {
-        idle.push(open(srv.addr).await);
+        idle.push(raw_websocket(srv.addr).await);
     }
     // About 2.8 KiB here (no aspects, no limits); tungstenite's read
     // buffer, were it allocated up front, would add 1 KiB.
@@ -204,7 +186,7 @@ async fn connections_keep_no_read_or_write_buffers_while_idle() {
     const SIZE: usize = 1 << 20;
     let mut big = Vec::new();
     for _ in 0..BIG {
-        big.push(open(srv.addr).await);
+        big.push(raw_websocket(srv.addr).await);
     }
     let before = live();
     let echoes: Vec<_> = big
@@ -237,7 +219,7 @@ async fn connections_keep_no_read_or_write_buffers_while_idle() {
     const QUIET: usize = 50;
     let mut quiet = Vec::new();
     for _ in 0..QUIET {
-        let mut s = open(srv.addr).await;
+        let mut s = raw_websocket(srv.addr).await;
         echo_binary(&mut s, 100).await;
         quiet.push(s);
     }

@@ -19,11 +19,12 @@
 //! pipeline: the configuration `cargo xtask bench` uses (origin allow-list,
 //! every connection and message limit, one JWT aspect; the fuzzing client
 //! sends neither an `Origin` nor a token, so both checks run and pass it as
-//! an anonymous client) plus `[tls]` with a self-signed certificate made
-//! for the run (`target/autobahn/wss/cert.pem`; the fuzzing client, on
-//! Twisted's `ClientContextFactory`, verifies no certificate). Everything
-//! of that run goes to `target/autobahn/wss/` (reports in
-//! `wss/reports/servers`). `cargo xtask ci` runs both.
+//! an anonymous client), the suite's message sizes (as in the `ws://` run)
+//! and `[tls]` with a self-signed certificate made for the run
+//! (`target/autobahn/wss/cert.pem`; the fuzzing client, on Twisted's
+//! `ClientContextFactory`, verifies no certificate). Everything of that run
+//! goes to `target/autobahn/wss/` (reports in `wss/reports/servers`).
+//! `cargo xtask ci` runs both.
 //!
 //! Environment: `AUTOBAHN_PYTHON27` names the Python 2.7 interpreter to use;
 //! otherwise pyenv's 2.7.18 (`pyenv root`, `$PYENV_ROOT`, `~/.pyenv`), then
@@ -102,6 +103,10 @@ const PINS: &[&str] = &[
 /// Upper bound for the whole `wstest` run (a full run takes well under a
 /// minute on a small machine; a hang must not eat CI's budget).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// The `[websocket]` limits the suite needs lifted in both runs: sections 9
+/// and 10 send messages of up to 16 MiB, some in 64-byte fragments.
+const SUITE_SIZES: &str = "[websocket]\nmax_message_size_in_kb = 16384\n\
+                           max_frame_size_in_kb = 16384\nmax_frames_per_message = 0\n";
 /// How long the server may take to print its "running on" line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server may take to exit after SIGTERM (its shutdown
@@ -210,17 +215,20 @@ fn run_all(opts: &Options) -> Result<()> {
     // The fuzzing client opens one connection per case, back to back from
     // 127.0.0.1, and some cases send 1,000 messages at once: the default
     // connection and message limits (a production default) would refuse
-    // them, so this run lifts them. Everything else stays at its default.
+    // them, so this run lifts them. Sections 9 and 10 send messages of up
+    // to 16 MiB, some in 64-byte fragments: the size and fragment limits
+    // are lifted too. Everything else stays at its default.
     let default_config = dir.join("ws-provider.toml");
     if opts.tls {
         tls_config(&bin, &dir, &default_config)?;
     } else {
-        fs::write(
-            &default_config,
+        let text = format!(
             "# written by cargo xtask autobahn\n[server]\nmax_connections_per_address = 0\n\
-             max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n",
-        )
-        .with_context(|| format!("cannot write {}", default_config.display()))?;
+             max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n\
+             {SUITE_SIZES}"
+        );
+        fs::write(&default_config, text)
+            .with_context(|| format!("cannot write {}", default_config.display()))?;
     }
     let config = opts.server_config.as_deref().unwrap_or(&default_config);
     let mut server = Server::start(&bin, &dir, Some(config))?;
@@ -266,8 +274,8 @@ fn tls_config(bin: &Path, dir: &Path, file: &Path) -> Result<()> {
     let mut text =
         fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     text.push_str(&format!(
-        "\n# cargo xtask autobahn --tls: a self-signed certificate made for this run.\n\
-         [tls]\ncert = {}\nkey = {}\n",
+        "\n# cargo xtask autobahn --tls: the suite's message sizes, and a self-signed\n\
+         # certificate made for this run.\n{SUITE_SIZES}[tls]\ncert = {}\nkey = {}\n",
         serde_json::to_string(&cert.display().to_string())?,
         serde_json::to_string(&key.display().to_string())?,
     ));

@@ -257,6 +257,11 @@ pub struct WebSocketSection {
     pub max_message_size_in_kb: u32,
     /// Largest frame, in KiB (close 1009 above).
     pub max_frame_size_in_kb: u32,
+    /// Most frames one message may be split into (close 1009 above; 0:
+    /// unlimited).
+    pub max_frames_per_message: u32,
+    /// Most bytes held for all clients together, in MiB (0: unlimited).
+    pub max_buffered_memory_in_mb: u32,
     /// Messages a connection may have queued for sending.
     pub outgoing_queue: u32,
     /// Silence before a ping; one more interval of silence drops the client. "0s" turns it off.
@@ -279,6 +284,8 @@ impl Default for WebSocketSection {
         Self {
             max_message_size_in_kb: kib(rt.max_message_size),
             max_frame_size_in_kb: kib(rt.max_frame_size),
+            max_frames_per_message: n(rt.max_frames_per_message),
+            max_buffered_memory_in_mb: n(rt.max_buffered_memory >> 20),
             outgoing_queue: n(rt.outgoing_queue),
             ping_interval: rt.ping_interval,
             write_timeout: rt.write_timeout,
@@ -512,6 +519,8 @@ impl Effective {
         c.health_path = s.health_path.clone();
         c.max_message_size = w.max_message_size_in_kb as usize * 1024;
         c.max_frame_size = w.max_frame_size_in_kb as usize * 1024;
+        c.max_frames_per_message = w.max_frames_per_message as usize;
+        c.max_buffered_memory = (w.max_buffered_memory_in_mb as usize) << 20;
         c.outgoing_queue = w.outgoing_queue as usize;
         c.ping_interval = w.ping_interval;
         c.write_timeout = w.write_timeout;
@@ -622,14 +631,22 @@ fn file_key(runtime_key: &str) -> String {
         return runtime_key.to_owned();
     }
     let section = match runtime_key {
-        "max_message_size" | "max_frame_size" | "outgoing_queue" | "ping_interval"
-        | "write_timeout" | "read_buffer_size" | "write_buffer_size" => "websocket",
+        "max_message_size"
+        | "max_frame_size"
+        | "max_frames_per_message"
+        | "max_buffered_memory"
+        | "outgoing_queue"
+        | "ping_interval"
+        | "write_timeout"
+        | "read_buffer_size"
+        | "write_buffer_size" => "websocket",
         "slow_subscriber" => "broker",
         _ => "server",
     };
     let key = match runtime_key {
         "max_message_size" => "max_message_size_in_kb",
         "max_frame_size" => "max_frame_size_in_kb",
+        "max_buffered_memory" => "max_buffered_memory_in_mb",
         other => other,
     };
     format!("{section}.{key}")
@@ -945,6 +962,26 @@ key_env = "WS_TEST_JWT_SECRET"
             e.contains("bad.toml") && e.contains("websocket.max_frame_size_in_kb"),
             "{e}"
         );
+        // The memory budget must hold the largest message.
+        std::fs::write(
+            &p,
+            "[websocket]\nmax_message_size_in_kb = 4096\nmax_frame_size_in_kb = 64\n\
+             max_buffered_memory_in_mb = 2\n",
+        )
+        .unwrap();
+        let e = Effective::load(Some(&p), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("websocket.max_buffered_memory_in_mb") && e.contains("4194304 bytes"),
+            "{e}"
+        );
+        std::fs::write(&p, "[websocket]\nmax_buffered_memory_in_mb = 0\n").unwrap();
+        let c = Effective::load(Some(&p), &Overrides::default())
+            .unwrap()
+            .server_config()
+            .unwrap();
+        assert_eq!(c.max_buffered_memory, 0, "0: unlimited");
         std::fs::write(&p, "[server]\nroute_prefix = \"a b\"\n").unwrap();
         let e = format!(
             "{:#}",

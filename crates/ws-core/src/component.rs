@@ -20,7 +20,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// An error from `on_open` or `on_message` goes to `on_error`, and the
 /// connection is closed with 1011; an error from `on_message` that is a
 /// [`SendError::Full`](crate::SendError::Full) (a `conn.send(…)?` that found
-/// the outgoing queue full: the client reads too slowly) closes it with 1013.
+/// the outgoing queue full: the client reads too slowly) or a
+/// [`SendError::OverBudget`](crate::SendError::OverBudget) closes it with
+/// 1013.
 #[async_trait::async_trait]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a ws-provider component",

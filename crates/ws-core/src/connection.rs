@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use http::{Extensions, HeaderMap};
 
 use crate::aspect::{Aspects, UserAspect};
+use crate::budget::MemoryBudget;
 use crate::hub::{Hub, HubError};
 use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
@@ -96,13 +97,18 @@ pub enum SendError {
     /// The connection is closed or closing.
     #[error("connection is closed")]
     Closed(Message),
+    /// The server's memory budget (`max_buffered_memory`) has no room for
+    /// the message: the connection is being closed with 1013 (try again
+    /// later), after what was queued before.
+    #[error("server memory budget exhausted; the connection is closing with 1013")]
+    OverBudget(Message),
 }
 
 impl SendError {
     /// The message that was not sent.
     pub fn into_message(self) -> Message {
         match self {
-            Self::Full(m) | Self::Closed(m) => m,
+            Self::Full(m) | Self::Closed(m) | Self::OverBudget(m) => m,
         }
     }
 }
@@ -114,6 +120,8 @@ struct Inner {
     state: Mutex<Extensions>,
     aspects: Mutex<Aspects>,
     hub: Hub,
+    /// Counts the queue's bytes beyond its allowance.
+    budget: MemoryBudget,
     registered: AtomicBool,
 }
 
@@ -138,14 +146,54 @@ struct Queue {
     items: Vec<Message>,
     /// Set by [`Connection::close`]: the frame to send once `items` are out.
     close_frame: Option<Box<CloseFrame>>,
-    /// Messages `items` may hold.
-    capacity: u32,
-    /// No more sends: a close was asked for, or the writer is gone.
-    closing: bool,
-    /// The writer handed out the close (or went away).
-    done: bool,
     /// The writer waiting for something to write.
     waker: Option<Waker>,
+    /// Messages `items` may hold ([`CAPACITY`]) and two flags: no more
+    /// sends ([`CLOSING`]: a close was asked for, or the writer is gone);
+    /// the writer handed out the close or went away ([`DONE`]). One word,
+    /// so the byte count fits in the queue's 64 bytes.
+    bits: u32,
+    /// Bytes of the messages in `items`, counted against the server's
+    /// [`MemoryBudget`] beyond its allowance.
+    bytes: u32,
+}
+
+/// The capacity's bits of [`Queue::bits`].
+const CAPACITY: u32 = (1 << 30) - 1;
+/// See [`Queue::bits`].
+const CLOSING: u32 = 1 << 30;
+/// See [`Queue::bits`].
+const DONE: u32 = 1 << 31;
+
+impl Queue {
+    fn capacity(&self) -> usize {
+        (self.bits & CAPACITY) as usize
+    }
+    fn closing(&self) -> bool {
+        self.bits & CLOSING != 0
+    }
+    fn done(&self) -> bool {
+        self.bits & DONE != 0
+    }
+    fn set(&mut self, flag: u32) {
+        self.bits |= flag;
+    }
+    /// Asks for the close `frame` after what is queued (no more sends);
+    /// the writer to wake, if it waits.
+    fn close_with(&mut self, frame: CloseFrame) -> Option<Waker> {
+        self.set(CLOSING);
+        self.close_frame = Some(Box::new(frame));
+        self.waker.take()
+    }
+    /// Takes `n` bytes off the count (messages left the queue).
+    fn taken(&mut self, n: usize, budget: &MemoryBudget) {
+        let before = self.bytes as usize;
+        let after = before.saturating_sub(n);
+        self.bytes = after as u32;
+        if before > MemoryBudget::UNCOUNTED {
+            let _ = budget.adjust(before, after);
+        }
+    }
 }
 
 thread_local! {
@@ -189,7 +237,18 @@ impl Connection {
 
     /// A connection registered with `hub` until its outbox is closed or
     /// dropped.
-    pub fn with_hub(mut info: HandshakeInfo, queue_capacity: usize, hub: Hub) -> (Self, Outbox) {
+    pub fn with_hub(info: HandshakeInfo, queue_capacity: usize, hub: Hub) -> (Self, Outbox) {
+        Self::with_budget(info, queue_capacity, hub, MemoryBudget::unlimited())
+    }
+
+    /// A connection registered with `hub`, whose queued bytes count
+    /// against `budget` (see [`budget`](crate::budget)).
+    pub fn with_budget(
+        mut info: HandshakeInfo,
+        queue_capacity: usize,
+        hub: Hub,
+        budget: MemoryBudget,
+    ) -> (Self, Outbox) {
         let mut aspects = std::mem::take(&mut info.aspects);
         // Kept as long as the connection: no spare capacity.
         aspects.shrink_to_fit();
@@ -199,14 +258,16 @@ impl Connection {
             queue: Mutex::new(Queue {
                 items: Vec::new(),
                 close_frame: None,
-                capacity: u32::try_from(queue_capacity).unwrap_or(u32::MAX).max(1),
-                closing: false,
-                done: false,
                 waker: None,
+                bits: u32::try_from(queue_capacity)
+                    .unwrap_or(CAPACITY)
+                    .clamp(1, CAPACITY),
+                bytes: 0,
             }),
             state: Mutex::new(Extensions::new()),
             aspects: Mutex::new(aspects),
             hub,
+            budget,
             registered: AtomicBool::new(true),
         });
         let conn = Self { inner };
@@ -287,16 +348,38 @@ impl Connection {
     ///
     /// # Errors
     /// [`SendError::Full`] when the client does not keep up and the queue is
-    /// full; [`SendError::Closed`] once the connection is closing or closed.
+    /// full; [`SendError::Closed`] once the connection is closing or closed;
+    /// [`SendError::OverBudget`] when the server's memory budget has no
+    /// room for the message (the connection then closes with 1013).
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = message.into();
         let mut q = self.inner.lock_queue();
-        if q.closing {
+        if q.closing() {
             return Err(SendError::Closed(message));
         }
-        if q.items.len() >= q.capacity as usize {
+        if q.items.len() >= q.capacity() {
             return Err(SendError::Full(message));
         }
+        let before = q.bytes as usize;
+        let after = before + message.len();
+        // Only a queue past its allowance counts (a shared atomic).
+        if after > MemoryBudget::UNCOUNTED {
+            let counted = u32::try_from(after)
+                .ok()
+                .and_then(|_| self.inner.budget.adjust(before, after).ok());
+            if counted.is_none() {
+                let waker = q.close_with(CloseFrame::new(
+                    CloseCode::TRY_AGAIN_LATER,
+                    "server memory budget exhausted",
+                ));
+                drop(q);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return Err(SendError::OverBudget(message));
+            }
+        }
+        q.bytes = after as u32;
         q.items.push(message);
         // The writer's own work (an answer from `on_message`) needs no
         // wake-up: the writer looks at the queue next anyway.
@@ -314,12 +397,10 @@ impl Connection {
     /// already queued. Later sends fail; only the first close counts.
     pub fn close(&self, code: CloseCode, reason: impl Into<Utf8Bytes>) {
         let mut q = self.inner.lock_queue();
-        if q.closing {
+        if q.closing() {
             return;
         }
-        q.closing = true;
-        q.close_frame = Some(Box::new(CloseFrame::new(code, reason)));
-        let waker = q.waker.take();
+        let waker = q.close_with(CloseFrame::new(code, reason));
         drop(q);
         if let Some(w) = waker {
             w.wake();
@@ -328,7 +409,7 @@ impl Connection {
 
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.lock_queue().closing
+        self.inner.lock_queue().closing()
     }
 
     /// The aspect `name`; anonymous (`logged_in == false`) when the visitor
@@ -455,6 +536,12 @@ impl Outbox {
         let mut q = self.conn.lock_queue();
         if !q.items.is_empty() {
             let n = q.items.len().min(limit.max(1));
+            let bytes = if n == q.items.len() {
+                q.bytes as usize
+            } else {
+                q.items[..n].iter().map(Message::len).sum()
+            };
+            q.taken(bytes, &self.conn.budget);
             if n == q.items.len() && buf.is_empty() {
                 // Everything, into an empty buffer: trade the two (the
                 // queue gets the caller's spare capacity).
@@ -467,12 +554,12 @@ impl Outbox {
             }
             return Poll::Ready(Some(Outgoing::Messages(n)));
         }
-        if q.done {
+        if q.done() {
             return Poll::Ready(None);
         }
-        if q.closing {
+        if q.closing() {
             // Closing with nothing left queued: hand out the close once.
-            q.done = true;
+            q.set(DONE);
             let frame = q
                 .close_frame
                 .take()
@@ -516,7 +603,7 @@ impl Outbox {
     /// and no close pending.
     pub fn is_empty(&self) -> bool {
         let q = self.conn.lock_queue();
-        q.items.is_empty() && (q.done || !q.closing)
+        q.items.is_empty() && (q.done() || !q.closing())
     }
 
     /// Marks the connection closed: sends fail from now on; what is already
@@ -525,7 +612,7 @@ impl Outbox {
     pub fn mark_closed(&mut self) {
         {
             let mut q = self.conn.lock_queue();
-            q.closing = true;
+            q.set(CLOSING);
             q.waker = None;
         }
         if self.conn.registered.swap(false, Ordering::AcqRel) {
@@ -571,7 +658,9 @@ impl Drop for Outbox {
         // Nobody takes them any more; clones of the connection may live on.
         let left = {
             let mut q = self.conn.lock_queue();
-            q.done = true;
+            q.set(DONE);
+            let bytes = q.bytes as usize;
+            q.taken(bytes, &self.conn.budget);
             std::mem::take(&mut q.items)
         };
         drop(left);
@@ -620,6 +709,69 @@ mod tests {
             )))
         );
         assert_eq!(outbox.recv(&mut buf, 8).await, None);
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_count_against_the_budget_and_past_it_close_with_1013() {
+        const U: usize = MemoryBudget::UNCOUNTED;
+        let budget = MemoryBudget::new(140_000);
+        let (conn, mut outbox) = Connection::with_budget(info(), 100, Hub::local(), budget.clone());
+        let (other, other_outbox) =
+            Connection::with_budget(info(), 100, Hub::local(), budget.clone());
+        let chunk = bytes::Bytes::from(vec![0u8; 30_000]);
+        let sent = |c: &Connection| c.send(chunk.clone()).map_err(|e| e.to_string());
+        // The allowance (16 KiB) is not counted; beyond it every byte is.
+        assert_eq!(sent(&conn), Ok(()));
+        assert_eq!(budget.used(), 30_000 - U);
+        for _ in 0..3 {
+            assert_eq!(sent(&conn), Ok(()));
+        }
+        assert_eq!(budget.used(), 120_000 - U);
+        // The other connection's queue shares the budget: its second
+        // message does not fit, and it closes.
+        assert_eq!(sent(&other), Ok(()));
+        let refused = other.send(chunk.clone()).unwrap_err();
+        assert!(matches!(refused, SendError::OverBudget(_)), "{refused}");
+        assert!(other.is_closed());
+        assert!(matches!(other.send("x"), Err(SendError::Closed(_))));
+        drop(other_outbox);
+        assert_eq!(budget.used(), 120_000 - U, "its bytes are given back");
+        // Taking part of the queue gives back what it took.
+        let mut buf = Vec::new();
+        assert_eq!(outbox.recv(&mut buf, 2).await, Some(Outgoing::Messages(2)));
+        assert_eq!(budget.used(), 60_000 - U);
+        // Up to the budget, then refused; the connection closes with 1013
+        // after what was queued before.
+        for _ in 0..3 {
+            assert_eq!(sent(&conn), Ok(()));
+        }
+        let e = conn.send(chunk.clone()).unwrap_err();
+        assert!(matches!(e, SendError::OverBudget(_)), "{e}");
+        assert!(budget.used() <= budget.limit());
+        assert_eq!(
+            outbox.recv(&mut buf, 100).await,
+            Some(Outgoing::Messages(5))
+        );
+        assert_eq!(budget.used(), 0);
+        match outbox.recv(&mut buf, 100).await {
+            Some(Outgoing::Close(frame)) => {
+                assert_eq!(frame.code, CloseCode::TRY_AGAIN_LATER);
+                assert!(frame.reason.contains("memory budget"), "{}", frame.reason);
+            }
+            _ => panic!("expected the close"),
+        }
+    }
+
+    #[test]
+    fn a_dropped_outbox_gives_its_bytes_back() {
+        let budget = MemoryBudget::new(1 << 20);
+        let (conn, outbox) = Connection::with_budget(info(), 100, Hub::local(), budget.clone());
+        conn.send(bytes::Bytes::from(vec![0u8; 100_000])).unwrap();
+        assert!(budget.used() > 0);
+        drop(outbox);
+        assert_eq!(budget.used(), 0);
+        // The queue and its lock still fit the 64 bytes `prefetch` loads.
+        assert!(std::mem::size_of::<Mutex<Queue>>() <= 64);
     }
 
     #[tokio::test]

@@ -75,6 +75,7 @@
 //! ```
 
 mod aspect;
+pub mod budget;
 mod component;
 mod connection;
 mod context;

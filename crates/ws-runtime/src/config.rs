@@ -36,6 +36,17 @@ pub struct ServerConfig {
     /// `max_frame_size_in_kb` (× 1024): largest frame accepted, in bytes; a larger one
     /// closes with 1009. A `[[route]]` entry may override it.
     pub max_frame_size: usize,
+    /// `max_frames_per_message`: most frames one incoming message may be
+    /// split into (default 1024; 0: unlimited); more closes with 1009.
+    /// Bounds the work a message of empty fragments can cause.
+    pub max_frames_per_message: usize,
+    /// `max_buffered_memory_in_mb` (× 2^20): most bytes the server holds
+    /// for its clients, all together: messages partly received, messages
+    /// queued for slow clients, publications waiting for the broker
+    /// (default 256 MiB; 0: unlimited). Beyond it the connection that
+    /// would grow it is closed, 1009 for an incoming message and 1013 for
+    /// a queue, and a publication is refused (see [`ws_core::budget`]).
+    pub max_buffered_memory: usize,
     /// `outgoing_queue`: messages a connection may have queued for sending
     /// before [`Connection::send`](ws_core::Connection::send) reports it full.
     pub outgoing_queue: usize,
@@ -126,8 +137,10 @@ impl Default for ServerConfig {
             route_prefix: String::new(),
             max_request_size: 4 * 1024,
             handshake_timeout: Duration::from_secs(10),
-            max_message_size: 16 << 20,
-            max_frame_size: 16 << 20,
+            max_message_size: 64 << 10,
+            max_frame_size: 64 << 10,
+            max_frames_per_message: 1024,
+            max_buffered_memory: 256 << 20,
             outgoing_queue: 1024,
             ping_interval: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
@@ -487,6 +500,23 @@ impl ServerConfig {
             return Err(ConfigError::new("handshake_timeout", "must be above zero"));
         }
         check_sizes(self.max_message_size, self.max_frame_size)?;
+        if self.max_buffered_memory != 0 {
+            let largest = self
+                .routes
+                .iter()
+                .filter_map(|r| r.max_message_size)
+                .chain([self.max_message_size])
+                .max()
+                .unwrap_or(self.max_message_size);
+            if self.max_buffered_memory < largest.max(1 << 20) {
+                return Err(ConfigError::new(
+                    "max_buffered_memory",
+                    format!(
+                        "must be 0 (unlimited) or at least 1 (MiB) and at least the largest                          max_message_size ({largest} bytes)"
+                    ),
+                ));
+            }
+        }
         if self.outgoing_queue == 0 {
             return Err(ConfigError::new("outgoing_queue", "must be at least 1"));
         }

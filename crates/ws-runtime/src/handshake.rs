@@ -60,6 +60,9 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 /// Classifies a request, or says precisely what is wrong with an upgrade.
 pub(crate) fn classify<B>(req: &Request<B>) -> Result<Kind, Answer> {
     let headers = req.headers();
+    if req.version() >= Version::HTTP_11 {
+        check_host(headers)?;
+    }
     if !headers.contains_key(header::UPGRADE) {
         return Ok(Kind::Plain);
     }
@@ -133,6 +136,45 @@ pub(crate) fn classify<B>(req: &Request<B>) -> Result<Kind, Answer> {
     Ok(Kind::Upgrade { key: key.clone() })
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, a
+/// valid `host[:port]` (a WebSocket URI always has one); else 400.
+fn check_host(headers: &HeaderMap) -> Result<(), Answer> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h,
+        (None, _) => {
+            return Err(Answer::new(
+                StatusCode::BAD_REQUEST,
+                "missing header `Host` (required in HTTP/1.1, RFC 9112 section 3.2)",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(Answer::new(
+                StatusCode::BAD_REQUEST,
+                "header `Host` given more than once",
+            ));
+        }
+    };
+    let valid = !host.is_empty()
+        && host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| {
+                !a.as_str().contains('@')
+                    && !a.host().is_empty()
+                    && (a.port_u16().is_some() || a.as_str().len() == a.host().len())
+            });
+    if valid {
+        Ok(())
+    } else {
+        Err(Answer::new(
+            StatusCode::BAD_REQUEST,
+            "header `Host` must be a host with an optional port",
+        ))
+    }
+}
+
 fn valid_key(key: &[u8]) -> bool {
     use base64::Engine as _;
     key.len() == 24
@@ -204,6 +246,7 @@ mod tests {
 
     fn upgrade() -> http::request::Builder {
         Request::get("/echo")
+            .header("host", "localhost:18080")
             .header("upgrade", "websocket")
             .header("connection", "keep-alive, Upgrade")
             .header("sec-websocket-version", "13")
@@ -223,8 +266,42 @@ mod tests {
 
     #[test]
     fn plain_request() {
-        let req = Request::get("/").body(()).unwrap();
+        let req = Request::get("/")
+            .header("host", "example.com")
+            .body(())
+            .unwrap();
         assert_eq!(classify(&req), Ok(Kind::Plain));
+    }
+
+    #[test]
+    fn host_is_required_once_and_valid() {
+        let mut r = upgrade().body(()).unwrap();
+        r.headers_mut().remove("host");
+        let e = classify(&r).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("missing header `Host`"), "{}", e.message);
+        // HTTP/1.0 has no Host requirement (and no upgrade either).
+        let mut old = Request::get("/").body(()).unwrap();
+        *old.version_mut() = Version::HTTP_10;
+        assert_eq!(classify(&old), Ok(Kind::Plain));
+        let mut r = upgrade().body(()).unwrap();
+        r.headers_mut()
+            .append("host", HeaderValue::from_static("other"));
+        assert!(classify(&r).unwrap_err().message.contains("more than once"));
+        for bad in ["", "user@host", "a b", ":80", "host:port"] {
+            let mut r = upgrade().body(()).unwrap();
+            r.headers_mut()
+                .insert("host", HeaderValue::from_str(bad).unwrap());
+            let e = classify(&r).expect_err(bad);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(e.message.contains("`Host`"), "{bad:?}: {}", e.message);
+        }
+        for good in ["localhost", "127.0.0.1:80", "[::1]:18080", "example.com"] {
+            let mut r = upgrade().body(()).unwrap();
+            r.headers_mut()
+                .insert("host", HeaderValue::from_str(good).unwrap());
+            assert!(matches!(classify(&r), Ok(Kind::Upgrade { .. })), "{good}");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub use pipeline::{
     HandshakeResponse, HandshakeService, Next, PeerAddr, handshake_fn, refusal,
 };
 pub use policy::RouteInfo;
-pub use server::{BuildError, Server, ServerBuilder, shutdown_signal};
+pub use server::{BuildError, Server, ServerBuilder, memory_budget, shutdown_signal};
 pub use tls::TlsError;
 /// The tower version the handshake pipeline is built on, for writing layers.
 pub use tower;

@@ -55,8 +55,13 @@ pub(crate) struct MountedRoute {
     pub(crate) info: RouteInfo,
 }
 
-/// tungstenite's settings for the given size limits.
-pub(crate) fn ws_config(max_message: usize, max_frame: usize) -> WebSocketConfig {
+/// tungstenite's settings for the given size limits (`max_frames`: frames
+/// per message, 0 for no limit).
+pub(crate) fn ws_config(
+    max_message: usize,
+    max_frame: usize,
+    max_frames: usize,
+) -> WebSocketConfig {
     WebSocketConfig::default()
         // The socket is read through `ReadAhead` in `read_buffer_size`
         // chunks; tungstenite itself only asks for small pieces.
@@ -65,6 +70,8 @@ pub(crate) fn ws_config(max_message: usize, max_frame: usize) -> WebSocketConfig
         .write_buffer_size(crate::read_ahead::TUNGSTENITE_WRITE)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_frame))
+        // Our patch of tungstenite (vendor/README.md).
+        .max_frames_per_message((max_frames != 0).then_some(max_frames))
 }
 
 /// Finds the route a `[[route]]` entry names: its full path, or the path
@@ -157,7 +164,11 @@ pub(crate) fn mount(
             component,
             origin,
             limiter,
-            ws_config: ws_config(max_message_size, max_frame_size),
+            ws_config: ws_config(
+                max_message_size,
+                max_frame_size,
+                config.max_frames_per_message,
+            ),
             requirement: Arc::new(Requirement {
                 route: route.path().to_owned(),
                 aspects: policy.require.clone(),

@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt as _};
+use ws_core::budget::MemoryBudget;
 use ws_core::{
     Aspects, BoxError, CloseCode, Component, Connection, ConnectionId, HandshakeInfo, Hub,
     LocalHub, ServerContext,
@@ -82,6 +83,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     layers: Vec<BoxedLayer>,
     hub: Option<Hub>,
+    budget: Option<MemoryBudget>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -114,6 +116,16 @@ impl ServerBuilder {
     #[must_use]
     pub fn hub(mut self, hub: Hub) -> Self {
         self.hub = Some(hub);
+        self
+    }
+
+    /// Shares `budget` as the server's memory budget, for example with a
+    /// broker whose queue counts against it too. Its limit replaces
+    /// `max_buffered_memory`. Default: a budget of its own of
+    /// `max_buffered_memory` bytes.
+    #[must_use]
+    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -238,6 +250,9 @@ impl ServerBuilder {
             config.require_origin,
         )?);
         let tls = config.tls.clone().map(Tls::load).transpose()?;
+        let budget = self
+            .budget
+            .unwrap_or_else(|| memory_budget(config.max_buffered_memory));
         let shared = Arc::new(Shared {
             routes,
             mounted,
@@ -250,6 +265,7 @@ impl ServerBuilder {
             address_messages,
             tls,
             hub,
+            budget,
             auth,
             config,
             sessions: Sessions::default(),
@@ -257,6 +273,15 @@ impl ServerBuilder {
         });
         let pipeline = Arc::new(Pipeline::new(&shared, self.layers, resolver, server_origin));
         Ok(Server { shared, pipeline })
+    }
+}
+
+/// The budget for `max_buffered_memory` bytes (0: unlimited).
+pub fn memory_budget(max_buffered_memory: usize) -> MemoryBudget {
+    if max_buffered_memory == 0 {
+        MemoryBudget::unlimited()
+    } else {
+        MemoryBudget::new(max_buffered_memory)
     }
 }
 
@@ -378,6 +403,8 @@ struct Shared {
     tls: Option<Tls>,
     /// Channels and presence: in-process, or a broker reaching other servers.
     hub: Hub,
+    /// `max_buffered_memory`: bytes held for every client together.
+    budget: MemoryBudget,
     /// The configured aspects; `None` when there is none (no auth stage).
     auth: Option<Arc<Auth>>,
     /// Every open session, so shutdown can close them with 1001.
@@ -423,6 +450,11 @@ impl Server {
     /// The hub every connection and component of this server shares.
     pub fn hub(&self) -> &Hub {
         &self.shared.hub
+    }
+
+    /// The memory budget: bytes held for clients now, and the limit.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.shared.budget
     }
 
     /// WebSocket connections open right now.
@@ -945,8 +977,12 @@ fn open_session<'a>(
     // proxies (our patch of tokio-tungstenite, vendor/README.md).
     let ws = WebSocketStream::from_raw_socket_in_one_task(io, Role::Server, Some(route.ws_config));
     info.headers = detached(&info.headers);
-    let (conn, outbox) =
-        Connection::with_hub(info, shared.config.outgoing_queue, shared.hub.clone());
+    let (conn, outbox) = Connection::with_budget(
+        info,
+        shared.config.outgoing_queue,
+        shared.hub.clone(),
+        shared.budget.clone(),
+    );
     let client = conn.client_addr();
     let entry = shared.sessions.enter(&conn);
     let guard = MessageGuard::new(
@@ -975,6 +1011,8 @@ fn open_session<'a>(
             started: std::time::Instant::now(),
         },
         timer: session::Timer::OFF,
+        budget: &shared.budget,
+        read_held: 0,
     }))
 }
 

@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
+use ws_core::budget::{MemoryBudget, OverBudget};
 use ws_core::{
     BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Handled,
     Outbox, Outgoing, UserAspect,
@@ -148,6 +149,10 @@ enum End {
 
 fn close_for_error(err: &WsError) -> Option<CloseFrame> {
     match err {
+        WsError::Capacity(CapacityError::TooManyFrames { max }) => Some(CloseFrame::new(
+            CloseCode::MESSAGE_TOO_BIG,
+            format!("message split into more than {max} frames (max_frames_per_message)"),
+        )),
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             Some(CloseFrame::new(
                 CloseCode::MESSAGE_TOO_BIG,
@@ -196,6 +201,25 @@ pub(crate) struct Session<'a> {
     /// rather than in the loop's future: the task, rounded up to 128
     /// bytes, is what every idle connection carries.
     pub(crate) timer: Timer,
+    /// The server's memory budget: a message partly received counts
+    /// against it while the session waits for the rest.
+    pub(crate) budget: &'a MemoryBudget,
+    /// Bytes of a message partly received, as last counted.
+    pub(crate) read_held: usize,
+}
+
+/// The close for a message partly received that the budget has no room
+/// for.
+fn over_budget(conn: &Connection, e: OverBudget) -> End {
+    tracing::warn!(conn = %conn.id(), client = %conn.client_addr(), error = %e, "incoming message refused");
+    End::ServerCloses(
+        CloseFrame::new(
+            CloseCode::MESSAGE_TOO_BIG,
+            "server memory budget exhausted (max_buffered_memory_in_mb)",
+        ),
+        CloseInitiator::Server,
+        CLOSE_GRACE,
+    )
 }
 
 /// Runs one connection from `on_open` to `on_close`.
@@ -233,6 +257,7 @@ async fn serve(s: &mut Session<'_>) -> End {
 /// Closes the connection as `end` says, then runs `on_close`.
 async fn finish(mut s: Box<Session<'_>>, end: End) {
     s.watch = None;
+    let _ = s.budget.adjust(std::mem::take(&mut s.read_held), 0);
     s.outbox.mark_closed();
     let reason = close(&mut s.ws, &mut s.outbox, end).await;
     // The socket closes now, before `on_close` runs; what is held (the
@@ -440,9 +465,30 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     Poll::Ready(frame) => {
                         read_pending = false;
                         reads_since_write += 1;
+                        // What was counted of a message now complete is
+                        // given back (any growth is counted when the
+                        // session next waits).
+                        if s.read_held > MemoryBudget::UNCOUNTED {
+                            let held = s.ws.buffered_read_bytes();
+                            if held < s.read_held {
+                                let _ = s.budget.adjust(s.read_held, held);
+                                s.read_held = held;
+                            }
+                        }
                         return Poll::Ready(step_for_frame(frame));
                     }
-                    Poll::Pending => read_pending = true,
+                    Poll::Pending => {
+                        read_pending = true;
+                        // A message partly received waits for the rest:
+                        // what it holds beyond the allowance counts.
+                        let held = s.ws.buffered_read_bytes();
+                        if held.max(s.read_held) > MemoryBudget::UNCOUNTED {
+                            if let Err(e) = s.budget.adjust(s.read_held, held) {
+                                return Poll::Ready(Step::End(over_budget(&s.conn, e)));
+                            }
+                            s.read_held = held;
+                        }
+                    }
                 }
             }
             if let Poll::Ready(out) = s.outbox.poll_recv(cx, &mut batch, WRITE_BATCH) {
@@ -540,14 +586,23 @@ async fn main_loop(s: &mut Session<'_>) -> End {
 
 /// The close frame for a failed `on_message`: 1013 when the component's
 /// `send` found the outgoing queue full (the client reads too slowly: its
-/// doing, not the component's), 1011 otherwise.
+/// doing, not the component's) or the memory budget exhausted (the
+/// connection is closing with 1013 already), 1011 otherwise.
 fn failure_frame(e: &BoxError, conn: &Connection) -> CloseFrame {
-    if let Some(ws_core::SendError::Full(_)) = e.downcast_ref::<ws_core::SendError>() {
-        tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), "outgoing queue full: the client reads too slowly");
-        return CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "client reads too slowly");
+    match e.downcast_ref::<ws_core::SendError>() {
+        Some(ws_core::SendError::Full(_)) => {
+            tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), "outgoing queue full: the client reads too slowly");
+            CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "client reads too slowly")
+        }
+        Some(ws_core::SendError::OverBudget(_)) => CloseFrame::new(
+            CloseCode::TRY_AGAIN_LATER,
+            "server memory budget exhausted (max_buffered_memory_in_mb)",
+        ),
+        _ => {
+            tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
+            CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error")
+        }
     }
-    tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
-    CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error")
 }
 
 /// The timer's work: the end of local sessions, then keepalive; `Some`

@@ -2,11 +2,16 @@
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
-use ws_runtime::Server;
+use ws_runtime::{Server, ServerConfig};
 use ws_tests::{TestServer, next, send};
 
+/// The demo echo, with room for messages of 1 MiB (the default limit is
+/// 64 KiB).
 async fn echo_server() -> TestServer {
-    TestServer::start(Server::builder().component(demo_echo::Echo)).await
+    let mut config = ServerConfig::default();
+    config.max_message_size = 1 << 20;
+    config.max_frame_size = 1 << 20;
+    TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await
 }
 
 #[tokio::test]

@@ -54,6 +54,31 @@ async fn plain_requests() {
 }
 
 #[tokio::test]
+async fn host_is_required_once() {
+    let srv = server().await;
+    let no_host = "GET /echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let answer = raw_exchange(srv.addr, no_host.as_bytes(), LIMIT).await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(answer.contains("missing header `Host`"), "{answer}");
+    let two = upgrade_request("/echo", "Host: other\r\n");
+    let answer = raw_exchange(srv.addr, two.as_bytes(), LIMIT).await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(answer.contains("more than once"), "{answer}");
+    let health = raw_exchange(srv.addr, b"GET /healthz HTTP/1.1\r\n\r\n", LIMIT).await;
+    assert_eq!(status_of(&health), 400, "{health}");
+    // With one Host the same request is upgraded.
+    let ok = raw_exchange(
+        srv.addr,
+        upgrade_request("/echo", "").as_bytes(),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(status_of(&ok), 101, "{ok}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
 async fn malformed_upgrades() {
     let srv = server().await;
     let cases: Vec<(String, u16, &str)> = vec![

@@ -41,17 +41,7 @@ async fn raw_frame_close(srv: &TestServer, frame: &[u8]) -> (u16, String) {
 
 /// Everything the server sends after the upgrade in answer to `frames`.
 async fn raw_frames(srv: &TestServer, frame: &[u8]) -> Vec<u8> {
-    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(ws_tests::upgrade_request("/echo", "").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut s = ws_tests::raw_websocket(srv.addr).await;
     s.write_all(frame).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
@@ -147,5 +137,98 @@ async fn answers_before_a_protocol_error_are_still_sent() {
     assert_eq!(&out[..4], &[0x81, 0x02, b'h', b'i'], "echo first: {out:?}");
     assert_eq!(out[4], 0x88, "then the close: {out:?}");
     assert_eq!(u16::from_be_bytes([out[6], out[7]]), 1002);
+    srv.shutdown().await;
+}
+
+/// A masked frame of any length (mask 0: the payload goes as is).
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![first];
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=65535 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One text message of `n` one-byte frames: a first frame and `n - 1`
+/// continuations, the last final.
+fn fragmented(n: usize) -> Vec<u8> {
+    let mut out = frame(0x01, b"a");
+    for i in 1..n {
+        out.extend(frame(if i + 1 == n { 0x80 } else { 0x00 }, b"a"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_message_in_too_many_frames_closes_with_1009() {
+    let mut config = ServerConfig::default();
+    config.max_frames_per_message = 100;
+    config.max_connections_per_address_per_second = 0;
+    let srv = TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await;
+    // Exactly the limit: echoed whole.
+    let mut s = ws_tests::raw_websocket(srv.addr).await;
+    s.write_all(&fragmented(100)).await.unwrap();
+    let mut echo = [0u8; 102];
+    tokio::time::timeout(ws_tests::WAIT, s.read_exact(&mut echo))
+        .await
+        .expect("the echo within the wait limit")
+        .unwrap();
+    assert_eq!(&echo[..2], [0x81, 100], "the message is echoed: {echo:?}");
+    assert_eq!(&echo[2..], [b'a'; 100]);
+    drop(s);
+    // One frame more: 1009, naming the setting; nothing is echoed.
+    let (code, reason) = raw_frame_close(&srv, &fragmented(101)).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("max_frames_per_message"), "{reason}");
+    // Empty continuation frames count the same.
+    let mut empty = frame(0x01, b"");
+    for _ in 0..200 {
+        empty.extend(frame(0x00, b""));
+    }
+    let (code, _) = raw_frame_close(&srv, &empty).await;
+    assert_eq!(code, 1009);
+    // The default limit allows a message of 1024 frames.
+    assert_eq!(ServerConfig::default().max_frames_per_message, 1024);
+    srv.shutdown().await;
+}
+
+/// The close code the server answers a client's close frame with `code`.
+async fn close_answer(srv: &TestServer, code: u16) -> u16 {
+    let out = raw_frames(srv, &frame(0x88, &code.to_be_bytes())).await;
+    assert_eq!(out[0], 0x88, "close opcode expected for {code}: {out:?}");
+    u16::from_be_bytes([out[2], out[3]])
+}
+
+#[tokio::test]
+async fn every_close_code_rfc_6455_and_iana_allow_is_accepted_and_no_other() {
+    let mut config = ServerConfig::default();
+    config.max_connections_per_address = 0;
+    config.max_connections_per_address_per_second = 0;
+    let srv = TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await;
+    // RFC 6455 7.4.1 and the IANA registry: 1000-1003, 1007-1014, and the
+    // ranges for libraries and applications. The server echoes each.
+    let allowed = (1000..=1003)
+        .chain(1007..=1014)
+        .chain([3000, 3001, 3999, 4000, 4001, 4999]);
+    for code in allowed {
+        assert_eq!(close_answer(&srv, code).await, code, "code {code}");
+    }
+    // Never sent on the wire (1005, 1006, 1015), reserved (1004,
+    // 1016-2999) or outside the ranges: a protocol error.
+    for code in [
+        0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+    ] {
+        assert_eq!(close_answer(&srv, code).await, 1002, "code {code}");
+    }
     srv.shutdown().await;
 }

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod auth;
+mod budget;
 mod echo;
 mod guards;
 mod handshake;

@@ -306,6 +306,13 @@ impl<S> WebSocketStream<S> {
         self.inner.get_config()
     }
 
+    /// ws-provider patch: bytes allocated for what was received and is
+    /// held until a message is complete
+    /// (`tungstenite::WebSocket::buffered_read_bytes`).
+    pub fn buffered_read_bytes(&self) -> usize {
+        self.inner.buffered_read_bytes()
+    }
+
     /// Close the underlying web socket
     pub async fn close(&mut self, msg: Option<CloseFrame>) -> Result<(), WsError>
     where

@@ -147,6 +147,13 @@ pub enum CapacityError {
         /// The maximum allowed message size.
         max_size: usize,
     },
+    /// ws-provider patch: a message split into more frames than allowed
+    /// (`WebSocketConfig::max_frames_per_message`).
+    #[error("Message split into more than {max} frames")]
+    TooManyFrames {
+        /// The most frames allowed.
+        max: usize,
+    },
 }
 
 /// Indicates the specific type/cause of a subprotocol header error.

@@ -21,6 +21,11 @@ mod string_collect {
             StringCollector { data: String::new(), incomplete: None }
         }
 
+        /// ws-provider patch: bytes allocated for the text so far.
+        pub fn capacity(&self) -> usize {
+            self.data.capacity()
+        }
+
         pub fn len(&self) -> usize {
             self.data
                 .len()
@@ -83,6 +88,8 @@ use bytes::Bytes;
 #[derive(Debug)]
 pub struct IncompleteMessage {
     collector: IncompleteMessageCollector,
+    /// ws-provider patch: frames received so far.
+    frames: usize,
 }
 
 #[derive(Debug)]
@@ -99,6 +106,7 @@ impl IncompleteMessage {
                 MessageType::Binary => IncompleteMessageCollector::Binary(Vec::new()),
                 MessageType::Text => IncompleteMessageCollector::Text(StringCollector::new()),
             },
+            frames: 0,
         }
     }
 
@@ -107,6 +115,26 @@ impl IncompleteMessage {
         match self.collector {
             IncompleteMessageCollector::Text(ref t) => t.len(),
             IncompleteMessageCollector::Binary(ref b) => b.len(),
+        }
+    }
+
+    /// ws-provider patch: bytes allocated for the message so far.
+    pub fn capacity(&self) -> usize {
+        match self.collector {
+            IncompleteMessageCollector::Text(ref t) => t.capacity(),
+            IncompleteMessageCollector::Binary(ref b) => b.capacity(),
+        }
+    }
+
+    /// ws-provider patch: counts one more frame of the message, failing
+    /// when it makes more than `limit`.
+    pub fn count_frame(&mut self, limit: Option<usize>) -> Result<()> {
+        self.frames += 1;
+        match limit {
+            Some(max) if self.frames > max => {
+                Err(Error::Capacity(CapacityError::TooManyFrames { max }))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -90,6 +90,11 @@ pub struct WebSocketConfig {
     /// some popular libraries that are sending unmasked frames, ignoring the RFC.
     /// By default this option is set to `false`, i.e. according to RFC 6455.
     pub accept_unmasked_frames: bool,
+    /// ws-provider patch: the most frames one incoming message may be split
+    /// into (its first frame and its continuations). `None` means no limit,
+    /// the default. A message split into more is refused with
+    /// [`CapacityError::TooManyFrames`](crate::error::CapacityError::TooManyFrames).
+    pub max_frames_per_message: Option<usize>,
 }
 
 impl Default for WebSocketConfig {
@@ -101,6 +106,7 @@ impl Default for WebSocketConfig {
             max_message_size: Some(64 << 20),
             max_frame_size: Some(16 << 20),
             accept_unmasked_frames: false,
+            max_frames_per_message: None,
         }
     }
 }
@@ -133,6 +139,12 @@ impl WebSocketConfig {
     /// Set [`Self::max_frame_size`].
     pub fn max_frame_size(mut self, max_frame_size: Option<usize>) -> Self {
         self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// ws-provider patch: set [`Self::max_frames_per_message`].
+    pub fn max_frames_per_message(mut self, max: Option<usize>) -> Self {
+        self.max_frames_per_message = max;
         self
     }
 
@@ -224,6 +236,11 @@ impl<Stream> WebSocket<Stream> {
     /// Read the configuration.
     pub fn get_config(&self) -> &WebSocketConfig {
         self.context.get_config()
+    }
+
+    /// ws-provider patch: see [`WebSocketContext::buffered_read_bytes`].
+    pub fn buffered_read_bytes(&self) -> usize {
+        self.context.buffered_read_bytes()
     }
 
     /// Check if it is possible to read messages.
@@ -425,6 +442,15 @@ impl WebSocketContext {
     /// Read the configuration.
     pub fn get_config(&self) -> &WebSocketConfig {
         &self.config
+    }
+
+    /// ws-provider patch: bytes allocated for what was received and is
+    /// held until a message is complete: the read buffer's room for a
+    /// frame partly read (reserved whole once its header arrived) and the
+    /// payload of a message whose last fragment has not arrived. A server
+    /// counts them against its memory budget while it waits.
+    pub fn buffered_read_bytes(&self) -> usize {
+        self.frame.buffered_read_bytes() + self.incomplete.as_ref().map_or(0, |m| m.capacity())
     }
 
     /// Check if it is possible to read messages.
@@ -683,6 +709,8 @@ impl WebSocketContext {
                 let payload = match (data, self.incomplete.as_mut()) {
                     (OpData::Continue, None) => Err(ProtocolError::UnexpectedContinueFrame),
                     (OpData::Continue, Some(incomplete)) => {
+                        // ws-provider patch: a bound on the frames of one message.
+                        incomplete.count_frame(self.config.max_frames_per_message)?;
                         incomplete.extend(frame.into_payload(), self.config.max_message_size)?;
                         Ok(None)
                     }
@@ -704,6 +732,8 @@ impl WebSocketContext {
                     }
                     (Some((payload, t)), false) => {
                         let mut incomplete = IncompleteMessage::new(t);
+                        // ws-provider patch: the first of its frames.
+                        incomplete.count_frame(self.config.max_frames_per_message)?;
                         incomplete.extend(payload, self.config.max_message_size)?;
                         self.incomplete = Some(incomplete);
                         Ok(None)

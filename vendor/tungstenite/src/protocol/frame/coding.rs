@@ -249,6 +249,9 @@ impl From<u16> for CloseCode {
             1012 => Restart,
             1013 => Again,
             1015 => Tls,
+            // ws-provider patch: 1014 (Bad Gateway) is registered with
+            // IANA, like 1012 and 1013; upstream refused it as `Bad`.
+            1014 => Iana(code),
             1..=999 => Bad(code),
             1016..=2999 => Reserved(code),
             3000..=3999 => Iana(code),

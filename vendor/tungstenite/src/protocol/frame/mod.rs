@@ -177,6 +177,18 @@ impl FrameCodec {
         }
     }
 
+    /// ws-provider patch: bytes the read buffer holds for a frame partly
+    /// read: its whole allocation once the frame's header is known (room
+    /// for the frame is reserved then), else the bytes read and not yet
+    /// parsed.
+    pub(super) fn buffered_read_bytes(&self) -> usize {
+        if self.header.is_some() {
+            self.in_buffer.capacity()
+        } else {
+            self.in_buffer.len()
+        }
+    }
+
     /// Sets a maximum size for the out buffer.
     pub(super) fn set_max_out_buffer_len(&mut self, max: usize) {
         self.max_out_buffer_len = max;
