@@ -5,7 +5,7 @@
 //! once fails again at once, and the loop would spin on one core. The loop
 //! backs off instead, retrying every [`BACKOFF`] until a descriptor frees
 //! up (meanwhile new connections wait in the listen backlog, and beyond it
-//! the kernel refuses them), and says so once per episode, not per failed
+//! the kernel drops their SYNs), and says so once per episode, not per failed
 //! attempt. A connection that failed on its own (aborted or reset before
 //! it was accepted) costs nothing: the loop accepts the next one at once.
 
