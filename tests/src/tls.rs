@@ -184,3 +184,22 @@ pub async fn connect_tls(
         .await
         .map_err(|_| "timed out".to_owned())?
 }
+
+/// The bytes a real TLS client sends first: a ClientHello for `localhost`
+/// (as a TLS record), from rustls. A client that sends them, or part of
+/// them, and nothing more stalls the server's TLS handshake.
+pub fn client_hello() -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).expect("ClientHello");
+    }
+    hello
+}

@@ -14,7 +14,17 @@
 //! 5. The server is stopped with SIGTERM, whatever happened, and must exit 0.
 //!
 //! Options: `--cases 1.*,2.*` runs only those cases (comma separated);
-//! `--server-config FILE` hands `--config FILE` to `ws-cli start`.
+//! `--server-config FILE` hands `--config FILE` to `ws-cli start`;
+//! `--tls` runs the suite over `wss://` instead, with the full handshake
+//! pipeline: the configuration `cargo xtask bench` uses (origin allow-list,
+//! every connection and message limit, one JWT aspect; the fuzzing client
+//! sends neither an `Origin` nor a token, so both checks run and pass it as
+//! an anonymous client), the suite's message sizes (as in the `ws://` run)
+//! and `[tls]` with a self-signed certificate made for the run
+//! (`target/autobahn/wss/cert.pem`; the fuzzing client, on Twisted's
+//! `ClientContextFactory`, verifies no certificate). Everything of that run
+//! goes to `target/autobahn/wss/` (reports in `wss/reports/servers`).
+//! `cargo xtask ci` runs both.
 //!
 //! Environment: `AUTOBAHN_PYTHON27` names the Python 2.7 interpreter to use;
 //! otherwise pyenv's 2.7.18 (`pyenv root`, `$PYENV_ROOT`, `~/.pyenv`), then
@@ -93,6 +103,10 @@ const PINS: &[&str] = &[
 /// Upper bound for the whole `wstest` run (a full run takes well under a
 /// minute on a small machine; a hang must not eat CI's budget).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// The `[websocket]` limits the suite needs lifted in both runs: sections 9
+/// and 10 send messages of up to 16 MiB, some in 64-byte fragments.
+const SUITE_SIZES: &str = "[websocket]\nmax_message_size_in_kb = 16384\n\
+                           max_frame_size_in_kb = 16384\nmax_frames_per_message = 0\n";
 /// How long the server may take to print its "running on" line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server may take to exit after SIGTERM (its shutdown
@@ -101,7 +115,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a long run reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
-const USAGE: &str = "usage: cargo xtask autobahn [--cases 1.*,2.*] [--server-config FILE]";
+const USAGE: &str = "usage: cargo xtask autobahn [--cases 1.*,2.*] [--server-config FILE] [--tls]";
 
 /// Command-line options.
 #[derive(Debug, Default)]
@@ -110,6 +124,8 @@ struct Options {
     cases: Vec<String>,
     /// Configuration file for `ws-cli start --config`.
     server_config: Option<PathBuf>,
+    /// Over `wss://`, with the full pipeline.
+    tls: bool,
 }
 
 impl Options {
@@ -146,6 +162,7 @@ impl Options {
                     }
                 }
                 "--server-config" => opts.server_config = Some(PathBuf::from(value()?)),
+                "--tls" if inline.is_none() => opts.tls = true,
                 other => bail!("unknown option `{other}`\n{USAGE}"),
             }
         }
@@ -167,11 +184,18 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 fn run_all(opts: &Options) -> Result<()> {
-    let dir = util::root().join("target").join("autobahn");
+    let base = util::root().join("target").join("autobahn");
+    fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    // The wss:// run keeps its files apart; the virtualenv is shared.
+    let dir = if opts.tls {
+        base.join("wss")
+    } else {
+        base.clone()
+    };
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
     let t = Instant::now();
-    let wstest = ensure_wstest(&dir)?;
+    let wstest = ensure_wstest(&base)?;
     println!(
         "xtask: autobahn: wstest ready ({})",
         util::human(t.elapsed())
@@ -195,21 +219,24 @@ fn run_all(opts: &Options) -> Result<()> {
     // to 16 MiB, some in 64-byte fragments: the size and fragment limits
     // are lifted too. Everything else stays at its default.
     let default_config = dir.join("ws-provider.toml");
-    fs::write(
-        &default_config,
-        "# written by cargo xtask autobahn\n[server]\nmax_connections_per_address = 0\n\
-         max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n\
-         [websocket]\nmax_message_size_in_kb = 16384\nmax_frame_size_in_kb = 16384\n\
-         max_frames_per_message = 0\n",
-    )
-    .with_context(|| format!("cannot write {}", default_config.display()))?;
+    if opts.tls {
+        tls_config(&bin, &dir, &default_config)?;
+    } else {
+        let text = format!(
+            "# written by cargo xtask autobahn\n[server]\nmax_connections_per_address = 0\n\
+             max_connections_per_address_per_second = 0\nmax_messages_per_second = 0\n\
+             {SUITE_SIZES}"
+        );
+        fs::write(&default_config, text)
+            .with_context(|| format!("cannot write {}", default_config.display()))?;
+    }
     let config = opts.server_config.as_deref().unwrap_or(&default_config);
     let mut server = Server::start(&bin, &dir, Some(config))?;
-    let url = format!("ws://{}{ROUTE}", server.addr);
+    let scheme = if opts.tls { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}{ROUTE}", server.addr);
     println!(
-        "xtask: autobahn: ws-cli (pid {}) listening on {}",
+        "xtask: autobahn: ws-cli (pid {}) listening on {url}",
         server.child.id(),
-        server.addr
     );
     let suite = write_spec(&dir, &servers_dir, &url, &opts.cases)
         .and_then(|spec| run_wstest(&wstest, &dir, &spec, &mut server));
@@ -224,6 +251,47 @@ fn run_all(opts: &Options) -> Result<()> {
     let results = load_results(&servers_dir.join("index.json"))?;
     summarize(&results, &servers_dir, suite_time);
     check(&results, &servers_dir)
+}
+
+/// Writes `file`: the bench's full-pipeline configuration and `[tls]` with
+/// a self-signed certificate for `localhost` and 127.0.0.1, made in `dir`.
+fn tls_config(bin: &Path, dir: &Path, file: &Path) -> Result<()> {
+    let (applied, missing) = crate::bench::write_pipeline_config(bin, file, &dir.join("state"))?;
+    ensure!(
+        missing.is_empty(),
+        "this ws-cli lacks part of the pipeline: {}",
+        missing.join("; ")
+    );
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .context("cannot make the self-signed certificate")?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    fs::write(&cert, made.cert.pem())
+        .with_context(|| format!("cannot write {}", cert.display()))?;
+    fs::write(&key, made.signing_key.serialize_pem())
+        .with_context(|| format!("cannot write {}", key.display()))?;
+    let mut text =
+        fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    text.push_str(&format!(
+        "\n# cargo xtask autobahn --tls: the suite's message sizes, and a self-signed\n\
+         # certificate made for this run.\n{SUITE_SIZES}[tls]\ncert = {}\nkey = {}\n",
+        serde_json::to_string(&cert.display().to_string())?,
+        serde_json::to_string(&key.display().to_string())?,
+    ));
+    fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "xtask: autobahn: wss:// with the full pipeline ({})",
+        file.display()
+    );
+    for a in &applied {
+        println!("xtask: autobahn:   {a}");
+    }
+    println!(
+        "xtask: autobahn:   (the fuzzing client sends no Origin and no token: both checks run \
+         and admit it, anonymous)"
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1004,6 +1072,9 @@ mod tests {
             .unwrap();
         assert_eq!(o.cases, ["9.1.6"]);
         assert_eq!(o.server_config, Some(PathBuf::from("x.toml")));
+        assert!(!o.tls);
+        assert!(opts(&["--tls"]).unwrap().unwrap().tls);
+        assert!(opts(&["--tls=yes"]).is_err());
         assert!(opts(&["--cases"]).is_err());
         assert!(opts(&["--cases", "1.*,"]).is_err());
         assert!(opts(&["--cases", "1;rm"]).is_err());

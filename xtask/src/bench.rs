@@ -27,6 +27,16 @@
 //! aspect is logged in as the token's user: a token the server does not
 //! accept would otherwise measure anonymous connections unnoticed.
 //!
+//! `--soak MINUTES` runs ws-provider alone under connect/disconnect churn
+//! for that long (32 loops opening a connection, echoing or broadcasting
+//! 0–3 messages on `/echo` or `/broadcast` and closing it, cleanly or by
+//! dropping the socket, plus 500 connections opened and dropped together
+//! every second), after a warm-up of a tenth of it (5 s to 60 s). It reads
+//! the server's RSS and descriptors throughout and reports the RSS growth
+//! per 100,000 connections after the warm-up (the least-squares slope of
+//! RSS over connections opened) and the descriptors left open once the
+//! churn stopped; the result goes to `soak.json` in the output directory.
+//!
 //! `--out DIR` puts the configuration, the secret, the logs and the results
 //! somewhere else than `target/bench` (a second checkout's run must not
 //! rewrite the files a running bench reads).
@@ -78,6 +88,8 @@ struct Opts {
     provider_bin: Option<PathBuf>,
     report: Option<PathBuf>,
     out: Option<PathBuf>,
+    /// `--soak MINUTES`.
+    soak: Option<f64>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -89,6 +101,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         provider_bin: None,
         report: None,
         out: None,
+        soak: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -132,6 +145,17 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             }
             "--out" => {
                 o.out = Some(PathBuf::from(it.next().context("--out needs a directory")?));
+            }
+            "--soak" => {
+                let m: f64 = it
+                    .next()
+                    .context("--soak needs a number of minutes")?
+                    .parse()
+                    .context("--soak needs a number of minutes")?;
+                if !(m > 0.0 && m <= 24.0 * 60.0) {
+                    bail!("--soak takes minutes above 0, at most a day (1440)");
+                }
+                o.soak = Some(m);
             }
             "--report" => {
                 o.report = Some(PathBuf::from(
@@ -581,6 +605,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         None => Value::Null,
     };
     let machine = machine_info(cores, pin);
+    if let Some(minutes) = opts.soak {
+        return soak(&env, minutes, machine, &hooks, started);
+    }
     let scenarios: Vec<&ScenarioDef> = SCENARIOS
         .iter()
         .filter(|s| {
@@ -719,6 +746,120 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     );
     if !failures.is_empty() {
         bail!("{} run(s) failed: {}", failures.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+/// `--soak MINUTES`: see the module's documentation.
+fn soak(env: &Env, minutes: f64, machine: Value, hooks: &Hooks, started: Instant) -> Result<()> {
+    let secs = minutes * 60.0;
+    let warmup = (secs / 10.0).clamp(5.0, 60.0);
+    // About a hundred readings, at most one every 30 s.
+    let sample = (secs / 100.0).clamp(0.5, 30.0);
+    eprintln!(
+        "xtask bench: soak of {minutes} min after {warmup} s of warm-up, readings every {sample} s"
+    );
+    let log = env.logs.join("soak-ws-provider.log");
+    let mut server = Server::start(env, Kind::Provider, &log)?;
+    let mut args: Vec<String> = [
+        "churn",
+        "--addr",
+        &server.addr.to_string(),
+        "--server-pid",
+        &server.pid.to_string(),
+        "--warmup",
+        &warmup.to_string(),
+        "--duration",
+        &secs.to_string(),
+        "--concurrency",
+        "32",
+        "--burst",
+        "500",
+        "--sources",
+        "8",
+        "--broadcast-path",
+        "/broadcast",
+        "--sample-secs",
+        &sample.to_string(),
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(cookie_args(env));
+    let client = Client::start(env, &args, false)?;
+    let result = client.finish(Duration::from_secs_f64(warmup + secs + 120.0));
+    let stopped = server.stop();
+    let mut v = result?;
+    stopped?;
+    if let (Some(a), Some(b), Some(o)) = (
+        v["fds_after"].as_f64(),
+        v["fds_before"].as_f64(),
+        v.as_object_mut(),
+    ) {
+        // Counts of descriptors: whole numbers.
+        #[allow(clippy::cast_possible_truncation)]
+        o.insert("fds_left_open".into(), ((a - b).max(0.0) as u64).into());
+    }
+    let report = json!({
+        "mode": "soak",
+        "minutes": minutes,
+        "warmup_secs": warmup,
+        "machine": machine,
+        "load_after": loadavg(),
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "provider_config": {
+            "file": env.config.display().to_string(),
+            "applied": hooks.applied,
+            "missing": hooks.missing,
+        },
+        "result": v,
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    std::fs::write(env.out.join("soak.json"), &text)?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    std::fs::write(env.out.join(format!("soak-{stamp}.json")), &text)?;
+    let v = &report["result"];
+    let samples = v["samples"].as_array().map_or(&[][..], Vec::as_slice);
+    let rss: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s["rss_kib"].as_f64())
+        .collect();
+    let (lo, hi) = rss
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    println!(
+        "soak: {:.1} min, {} connections ({:.0}/s; {} by the churn loops, {} in bursts), \
+         {} client error(s)",
+        v["secs"].as_f64().unwrap_or(0.0) / 60.0,
+        v["connections"],
+        v["connections"].as_f64().unwrap_or(0.0) / v["secs"].as_f64().unwrap_or(1.0),
+        v["cycles"],
+        v["burst_connections"],
+        v["errors"],
+    );
+    println!(
+        "soak: server RSS {} KiB after the warm-up, {} KiB at the end (readings {lo:.0}–{hi:.0} \
+         KiB); growth {:.1} KiB per 100,000 connections",
+        v["rss_before_kib"],
+        v["rss_after_kib"],
+        v["rss_growth_kib_per_100k_connections"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    );
+    println!(
+        "soak: descriptors {} before, {} after ({} left open)",
+        v["fds_before"], v["fds_after"], v["fds_left_open"]
+    );
+    eprintln!(
+        "xtask bench: soak results in {} ({})",
+        env.out.join("soak.json").display(),
+        util_human(started.elapsed())
+    );
+    check_errors("churn", v)?;
+    if v["fds_left_open"].as_f64().unwrap_or(0.0) > 0.0 {
+        bail!("the soak left {} descriptor(s) open", v["fds_left_open"]);
     }
     Ok(())
 }
@@ -950,6 +1091,20 @@ fn clear_ws_env(cmd: &mut Command) {
             cmd.env_remove(k);
         }
     }
+}
+
+/// Writes to `file` the configuration the bench runs ws-provider with:
+/// every handshake pipeline key `ws-cli check-config` knows turned on with
+/// limits that refuse nothing of a test's own, and one JWT aspect (a fresh
+/// secret next to `file`). Returns what it turned on and what this `cli`
+/// lacks. A client without the aspect's cookie connects anonymously.
+pub(crate) fn write_pipeline_config(
+    cli: &Path,
+    file: &Path,
+    state: &Path,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let hooks = write_provider_config(cli, file, state)?;
+    Ok((hooks.applied, hooks.missing))
 }
 
 fn write_provider_config(cli: &Path, file: &Path, state: &Path) -> Result<Hooks> {

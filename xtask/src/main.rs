@@ -5,7 +5,8 @@
 //! - `e2e`: the release binary driven as an operator would (start, list,
 //!   routes, clients in Rust and Python, stop, stale entries, bad configs).
 //! - `autobahn`: the Autobahn|Testsuite fuzzing client against the release
-//!   binary; fails on any FAILED case.
+//!   binary, over `ws://` (or `wss://` with the full pipeline, `--tls`);
+//!   fails on any FAILED case. `ci` runs both.
 //! - `bench`: ws-provider against a tuned tokio-tungstenite baseline in
 //!   interleaved rounds (`--quick`, `--json`); see `bench.rs`.
 
@@ -85,5 +86,6 @@ fn ci(args: &[String]) -> Result<()> {
     util::cargo(&["deny", "check", "bans", "licenses", "sources"])?;
     e2e::run(&[])?;
     autobahn::run(&[])?;
+    autobahn::run(&["--tls".to_owned()])?;
     Ok(())
 }

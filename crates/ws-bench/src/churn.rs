@@ -5,6 +5,13 @@
 //! drops them all. Before (after a warm-up) and after the soak the server's
 //! RSS and open file descriptors are read; the check is that descriptors
 //! return to their count before the soak and RSS does not keep growing.
+//!
+//! For a long soak (`cargo xtask bench --soak MINUTES`): with a broadcast
+//! target, every other loop churns on that route instead (each message it
+//! sends is published to everyone on the route, itself included), and with
+//! a sampling interval the server's RSS and descriptors are read
+//! throughout; the RSS growth per 100,000 connections is the least-squares
+//! slope of RSS over connections opened, after the warm-up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +44,67 @@ pub(crate) struct ChurnParams {
     pub(crate) duration: Duration,
     /// The server's pid: required, its RSS and descriptors are the result.
     pub(crate) server_pid: u32,
+    /// Where every other loop churns instead, a route that broadcasts each
+    /// message to all its connections.
+    pub(crate) broadcast: Option<Arc<Target>>,
+    /// Read the server's RSS and descriptors this often during the soak.
+    pub(crate) sample_every: Option<Duration>,
+}
+
+/// Readings of the server during a soak.
+struct Sampler {
+    every: Duration,
+    pid: u32,
+    started: Instant,
+    /// Connections opened (cycles and burst connections) when the soak
+    /// started: samples count from there.
+    base: u64,
+    /// (seconds, connections, RSS KiB, descriptors).
+    samples: Mutex<Vec<(f64, u64, u64, u64)>>,
+}
+
+impl Sampler {
+    fn take(&self, connections: u64) {
+        let sample = (
+            self.started.elapsed().as_secs_f64(),
+            connections - self.base,
+            procfs::rss_kib(self.pid).unwrap_or(0),
+            procfs::fd_count(self.pid).unwrap_or(0),
+        );
+        if let Ok(mut s) = self.samples.lock() {
+            s.push(sample);
+        }
+    }
+
+    /// The samples as JSON, and the RSS growth per 100,000 connections
+    /// (least-squares slope; `None` with fewer than two samples).
+    fn report(&self) -> (Value, Option<f64>) {
+        let s = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let json = s
+            .iter()
+            .map(
+                |(t, c, rss, fds)| json!({"secs": t, "connections": c, "rss_kib": rss, "fds": fds}),
+            )
+            .collect::<Vec<_>>();
+        (Value::Array(json), slope_per_100k(&s))
+    }
+}
+
+/// Least-squares slope of RSS (KiB) over connections, times 100,000.
+fn slope_per_100k(s: &[(f64, u64, u64, u64)]) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let n = s.len() as f64;
+    let mx = s.iter().map(|x| x.1 as f64).sum::<f64>() / n;
+    let my = s.iter().map(|x| x.2 as f64).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for x in s {
+        let dx = x.1 as f64 - mx;
+        sxy += dx * (x.2 as f64 - my);
+        sxx += dx * dx;
+    }
+    (sxx > 0.0).then(|| sxy / sxx * 100_000.0)
 }
 
 /// Runs the warm-up churn, reads the baseline, runs the soak, and waits for
@@ -56,7 +124,7 @@ pub(crate) async fn run(target: Arc<Target>, p: ChurnParams) -> Value {
     };
 
     // Warm-up churn, then let the server settle and take the baseline.
-    churn(&target, &p, p.warmup, &counters).await;
+    churn(&target, &p, p.warmup, &counters, None).await;
     if let Ok(mut h) = times.lock() {
         h.reset();
     }
@@ -71,7 +139,14 @@ pub(crate) async fn run(target: Arc<Target>, p: ChurnParams) -> Value {
 
     let tcp = procfs::tcp_counters();
     let t0 = Instant::now();
-    churn(&target, &p, p.duration, &counters).await;
+    let sampler = p.sample_every.map(|every| Sampler {
+        every,
+        pid: p.server_pid,
+        started: t0,
+        base: c0 + b0,
+        samples: Mutex::new(Vec::new()),
+    });
+    churn(&target, &p, p.duration, &counters, sampler.as_ref()).await;
     let secs = t0.elapsed().as_secs_f64();
     let kernel = procfs::tcp_counters_since(&tcp);
     let cycle = times
@@ -83,12 +158,17 @@ pub(crate) async fn run(target: Arc<Target>, p: ChurnParams) -> Value {
     let settle_secs = settle_t0.elapsed().as_secs_f64();
     let rss_after = procfs::rss_kib(p.server_pid).unwrap_or(0);
     let n = cycles.load(Ordering::Relaxed) - c0;
+    let burst_connections = bursts.load(Ordering::Relaxed) - b0;
+    let (samples, per_100k) = sampler
+        .as_ref()
+        .map_or((Value::Null, None), Sampler::report);
     json!({
         "secs": secs,
         "cycles": n,
         "rate": n as f64 / secs,
         "dropped_cycles": dropped.load(Ordering::Relaxed) - d0,
-        "burst_connections": bursts.load(Ordering::Relaxed) - b0,
+        "burst_connections": burst_connections,
+        "connections": n + burst_connections,
         "fds_before": fds_before,
         "fds_after": fds_after,
         "fds_returned": fds_after <= fds_before,
@@ -100,7 +180,14 @@ pub(crate) async fn run(target: Arc<Target>, p: ChurnParams) -> Value {
         "first_error": errors.first(),
         "cycle": cycle,
         "kernel_tcp": kernel,
-        "params": {"concurrency": p.concurrency, "burst": p.burst},
+        "params": {
+            "concurrency": p.concurrency,
+            "burst": p.burst,
+            "broadcast": p.broadcast.is_some(),
+            "sample_secs": p.sample_every.map(|d| d.as_secs_f64()),
+        },
+        "samples": samples,
+        "rss_growth_kib_per_100k_connections": per_100k,
     })
 }
 
@@ -136,12 +223,23 @@ struct Counters<'a> {
     times: &'a Arc<Mutex<Histogram<u64>>>,
 }
 
-async fn churn(target: &Arc<Target>, p: &ChurnParams, duration: Duration, c: &Counters<'_>) {
+async fn churn(
+    target: &Arc<Target>,
+    p: &ChurnParams,
+    duration: Duration,
+    c: &Counters<'_>,
+    sampler: Option<&Sampler>,
+) {
     let phase = Arc::new(Phase::default());
     let frame = Arc::<[u8]>::from(wire::client_frame(OP_BINARY, &wire::payload(64)));
     let close = Arc::<[u8]>::from(wire::close_frame());
     let mut tasks = JoinSet::new();
     for i in 0..p.concurrency {
+        // Every other loop on the broadcast route, when there is one.
+        let target = match &p.broadcast {
+            Some(b) if i % 2 == 1 => b,
+            _ => target,
+        };
         let (target, phase, cycles, dropped, errors, frame, close, times) = (
             Arc::clone(target),
             Arc::clone(&phase),
@@ -202,7 +300,22 @@ async fn churn(target: &Arc<Target>, p: &ChurnParams, duration: Duration, c: &Co
             }
         });
     }
-    tokio::time::sleep(duration).await;
+    match sampler {
+        None => tokio::time::sleep(duration).await,
+        Some(sampler) => {
+            let end = Instant::now() + duration;
+            loop {
+                let connections =
+                    c.cycles.load(Ordering::Relaxed) + c.bursts.load(Ordering::Relaxed);
+                sampler.take(connections);
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(left.min(sampler.every)).await;
+            }
+        }
+    }
     phase.stop();
     // Let loops finish their cycle (bounded by the open and close timeouts).
     let _ = tokio::time::timeout(Duration::from_secs(15), async {
@@ -248,6 +361,22 @@ async fn one(
         drop(c);
         return Ok(());
     }
-    c.rest.clear();
+    // On a broadcast route more frames may have come than were awaited:
+    // the close starts where this reader stopped.
+    c.rest = reader.unparsed().to_vec();
     close_cleanly(c, close).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slope_of_rss_over_connections() {
+        // 2 KiB per 1,000 connections: 200 KiB per 100,000.
+        let s: Vec<_> = (0..5u64)
+            .map(|i| (0.0, i * 1000, 10_000 + 2 * i, 0))
+            .collect();
+        let k = super::slope_per_100k(&s).unwrap();
+        assert!((k - 200.0).abs() < 1e-9, "{k}");
+        assert!(super::slope_per_100k(&s[..1]).is_none());
+    }
 }

@@ -181,6 +181,14 @@ enum Scenario {
         /// Connections opened and dropped together every second.
         #[arg(long, default_value_t = 500)]
         burst: usize,
+        /// A route that broadcasts every message to its connections: every
+        /// other loop churns there (a soak with broadcasts).
+        #[arg(long)]
+        broadcast_path: Option<String>,
+        /// Read the server's RSS and descriptors every this many seconds
+        /// during the soak (for the growth per 100,000 connections).
+        #[arg(long)]
+        sample_secs: Option<f64>,
     },
 }
 
@@ -199,6 +207,11 @@ fn secs(s: f64) -> Result<Duration> {
 }
 
 fn target(c: &Common) -> Result<Arc<Target>> {
+    target_at(c, &c.path)
+}
+
+/// The target of `c` with another route.
+fn target_at(c: &Common, path: &str) -> Result<Arc<Target>> {
     if !c.addr.ip().is_loopback() {
         bail!(
             "{} is not a loopback address: ws-bench only loads local servers",
@@ -208,7 +221,7 @@ fn target(c: &Common) -> Result<Arc<Target>> {
     let cookie = (!c.cookies.is_empty()).then(|| c.cookies.join("; "));
     Ok(Arc::new(Target::with_cookie(
         c.addr,
-        &c.path,
+        path,
         cookie.as_deref(),
     )))
 }
@@ -336,6 +349,8 @@ fn run() -> Result<()> {
                 common,
                 concurrency,
                 burst,
+                broadcast_path,
+                sample_secs,
             } => {
                 let Some(server_pid) = common.server_pid else {
                     bail!("churn needs --server-pid: the server's fds and RSS are its result");
@@ -350,6 +365,13 @@ fn run() -> Result<()> {
                             warmup: secs(common.warmup)?,
                             duration: secs(common.duration)?,
                             server_pid,
+                            broadcast: broadcast_path
+                                .map(|path| target_at(&common, &path))
+                                .transpose()?,
+                            sample_every: sample_secs
+                                .map(secs)
+                                .transpose()?
+                                .filter(|d| !d.is_zero()),
                         },
                     )
                     .await,

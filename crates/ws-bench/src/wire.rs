@@ -143,6 +143,16 @@ impl FrameReader {
         }
     }
 
+    /// Bytes read and not parsed yet (the start of the next frame), for a
+    /// reader that takes over; empty while the rest of a large frame is
+    /// being skipped.
+    pub(crate) fn unparsed(&self) -> &[u8] {
+        if self.skip > 0 {
+            return &[];
+        }
+        &self.buf[self.start..self.end]
+    }
+
     /// Reads once from `r`: the number of bytes read, 0 at end of stream.
     pub(crate) async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
         if self.start == self.end {

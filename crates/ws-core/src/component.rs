@@ -18,7 +18,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// order received — never two at a time for one connection — and `on_close`
 /// exactly once for every connection that was opened, whatever ended it.
 /// An error from `on_open` or `on_message` goes to `on_error`, and the
-/// connection is closed with 1011.
+/// connection is closed with 1011; an error from `on_message` that is a
+/// [`SendError::Full`](crate::SendError::Full) (a `conn.send(…)?` that found
+/// the outgoing queue full: the client reads too slowly) or a
+/// [`SendError::OverBudget`](crate::SendError::OverBudget) closes it with
+/// 1013.
 #[async_trait::async_trait]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a ws-provider component",

@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use ws_core::{ConnectionId, Hub, HubError, Message, Target};
 
+use crate::accept;
+
 /// Settings of the admin listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -217,14 +219,22 @@ pub async fn serve_admin(
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
+    let mut failures = accept::Failures::new("admin");
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
             () = &mut shutdown => break,
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    failures.accepted();
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if failures.failed(&e) == accept::Next::BackOff {
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(accept::BACKOFF) => {}
+                        }
+                    }
                     continue;
                 }
             },

@@ -61,6 +61,7 @@
 //! # Ok(()) }
 //! ```
 
+mod accept;
 mod admin;
 mod auth;
 mod client_addr;

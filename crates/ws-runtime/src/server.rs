@@ -30,6 +30,7 @@ use ws_core::{
 use ws_ratelimit::{AddressMessageLimiter, ConnectionLimiter, ConnectionPermit, LimitError};
 use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
 
+use crate::accept;
 use crate::auth::{self, Auth, HeldRevalidators};
 use crate::client_addr::{ClientAddrResolver, TrustedProxies};
 use crate::config::{ConfigError, ServerConfig};
@@ -514,20 +515,25 @@ impl Server {
             background.spawn(reload_on_hangup(self.clone(), hangup()?));
         }
         tokio::pin!(shutdown);
+        // Out of file descriptors and the like: back off (no busy loop),
+        // keep serving the open connections, log once per episode.
+        let mut failures = accept::Failures::new("WebSocket");
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        failures.accepted();
                         let shared = Arc::clone(&self.shared);
                         let pipeline = Arc::clone(&self.pipeline);
                         self.shared.tracker.spawn(handle_tcp(shared, pipeline, stream, peer));
                     }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    Err(e) => if failures.failed(&e) == accept::Next::BackOff {
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(accept::BACKOFF) => {}
+                        }
+                    },
                 },
             }
         }

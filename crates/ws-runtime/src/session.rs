@@ -544,13 +544,9 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     Err(p) => Err(Box::new(Panicked(panic_message(p))) as BoxError),
                 };
                 if let Err(e) = handled {
-                    tracing::warn!(conn = %s.conn.id(), error = %e, "on_message failed");
+                    let frame = failure_frame(&e, &s.conn);
                     s.component.on_error(&s.conn, e).await;
-                    return End::ServerCloses(
-                        CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error"),
-                        CloseInitiator::Server,
-                        CLOSE_GRACE,
-                    );
+                    return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
                 // The timer's work is due (no clock read: the read's time).
                 if s.timer.due.is_some_and(|due| read_at >= due)
@@ -584,6 +580,27 @@ async fn main_loop(s: &mut Session<'_>) -> End {
             && sleep.deadline() != Instant::from_std(due)
         {
             sleep.as_mut().reset(Instant::from_std(due));
+        }
+    }
+}
+
+/// The close frame for a failed `on_message`: 1013 when the component's
+/// `send` found the outgoing queue full (the client reads too slowly: its
+/// doing, not the component's) or the memory budget exhausted (the
+/// connection is closing with 1013 already), 1011 otherwise.
+fn failure_frame(e: &BoxError, conn: &Connection) -> CloseFrame {
+    match e.downcast_ref::<ws_core::SendError>() {
+        Some(ws_core::SendError::Full(_)) => {
+            tracing::debug!(conn = %conn.id(), client = %conn.client_addr(), "outgoing queue full: the client reads too slowly");
+            CloseFrame::new(CloseCode::TRY_AGAIN_LATER, "client reads too slowly")
+        }
+        Some(ws_core::SendError::OverBudget(_)) => CloseFrame::new(
+            CloseCode::TRY_AGAIN_LATER,
+            "server memory budget exhausted (max_buffered_memory_in_mb)",
+        ),
+        _ => {
+            tracing::warn!(conn = %conn.id(), error = %e, "on_message failed");
+            CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error")
         }
     }
 }

@@ -1,12 +1,13 @@
 //! TLS: `wss://` with a certificate made in the test, files that fail the
 //! build by name, reloading (by method and by SIGHUP) for new connections
-//! only, and client certificates (mutual TLS).
+//! only, client certificates (mutual TLS), and a flood of clients that
+//! stall mid-handshake, dropped at the handshake deadline.
 
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt as _;
 use ws_runtime::{BuildError, Server, ServerConfig, TlsError, TlsSettings};
-use ws_tests::tls::{Issued, TempDir, TestCa, connect_tls};
+use ws_tests::tls::{Issued, TempDir, TestCa, client_hello, connect_tls};
 use ws_tests::{TestServer, next_text, send};
 
 fn tls_config(settings: TlsSettings) -> ServerConfig {
@@ -300,5 +301,103 @@ async fn client_certificates_from_client_ca_are_required() {
     echo_once(&mut ws, "mutual").await;
     assert_eq!(*seen.lock().unwrap(), [Some(1)]);
     drop(ws);
+    srv.shutdown().await;
+}
+
+/// Clients in the TLS handshake flood.
+const STALLED: usize = 150;
+
+/// What a stalled client sends before it stops: nothing, half a
+/// ClientHello, or a whole one (the server answers, and waits for the
+/// client's next flight forever).
+fn stalled_bytes(i: usize, hello: &[u8]) -> &[u8] {
+    match i % 3 {
+        0 => &[],
+        1 => &hello[..hello.len() / 2],
+        _ => hello,
+    }
+}
+
+/// Connects, sends `bytes`, then only reads (whatever the server answers)
+/// until the server drops the connection; how long after connecting.
+async fn stall(addr: std::net::SocketAddr, bytes: Vec<u8>) -> Result<Duration, String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    s.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(_)) => {} // the ServerHello and the rest of its flight
+            Err(_) => return Err("still open after 10 s".to_owned()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_stalled_tls_handshakes_is_dropped_at_the_deadline() {
+    let timeout = Duration::from_secs(1);
+    let dir = TempDir::new();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.server().write(&dir, "server");
+    let srv = tls_server(TlsSettings::new(cert, key)).await;
+    let mut before = connect_tls(srv.addr, "/echo", ca.roots(), None)
+        .await
+        .unwrap();
+    let hello = client_hello();
+    assert_eq!(hello[0], 0x16, "a TLS handshake record");
+
+    let addr = srv.addr;
+    let flood = tokio::spawn(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..STALLED {
+            set.spawn(stall(addr, stalled_bytes(i, &hello).to_vec()));
+        }
+        let mut dropped_after = Vec::with_capacity(STALLED);
+        while let Some(joined) = set.join_next().await {
+            dropped_after.push(
+                joined
+                    .expect("stalled client")
+                    .expect("dropped by the server"),
+            );
+        }
+        dropped_after
+    });
+    // Meanwhile, real wss clients connect and echo (one at a time, within
+    // the default per-address limits).
+    let mut during = 0;
+    let started = Instant::now();
+    while !flood.is_finished() && started.elapsed() < ws_tests::WAIT {
+        let mut ws = connect_tls(srv.addr, "/echo", ca.roots(), None)
+            .await
+            .expect("a wss client connects during the flood");
+        echo_once(&mut ws, "during the flood").await;
+        echo_once(&mut before, "open before the flood").await;
+        during += 1;
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dropped_after = flood.await.expect("flood task");
+    let earliest = dropped_after.iter().min().copied().unwrap_or_default();
+    let latest = dropped_after.iter().max().copied().unwrap_or_default();
+    println!(
+        "{STALLED} stalled TLS handshakes dropped after {earliest:?} to {latest:?}; \
+         {during} wss clients connected meanwhile"
+    );
+    assert_eq!(dropped_after.len(), STALLED);
+    assert!(
+        earliest >= timeout - Duration::from_millis(100),
+        "not before the deadline: {earliest:?}"
+    );
+    assert!(
+        latest <= timeout + Duration::from_secs(1),
+        "every stalled handshake is dropped within handshake_timeout + 1 s; the last took {latest:?}"
+    );
+    assert!(during > 0, "a wss client connected during the flood");
+    echo_once(&mut before, "after").await;
+    drop(before);
     srv.shutdown().await;
 }

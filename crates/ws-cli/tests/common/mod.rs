@@ -94,12 +94,32 @@ impl Running {
         Self::spawn(state, extra, Some(log))
     }
 
+    /// Like [`Running::start_logged`], run by `wrapper` (a command that
+    /// execs its arguments in the same process, such as
+    /// `prlimit --nofile=256:256 --` or `env RUST_LOG=debug`), so its pid is
+    /// the server's.
+    pub fn start_wrapped(state: &Path, extra: &[&str], log: &Path, wrapper: &[&str]) -> Self {
+        Self::spawn_with(state, extra, Some(log), wrapper)
+    }
+
     fn spawn(state: &Path, extra: &[&str], log: Option<&Path>) -> Self {
+        Self::spawn_with(state, extra, log, &[])
+    }
+
+    fn spawn_with(state: &Path, extra: &[&str], log: Option<&Path>, wrapper: &[&str]) -> Self {
         let err = match log {
             Some(p) => Stdio::from(std::fs::File::create(p).expect("create log file")),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .args(["start", "--host", "127.0.0.1", "--port", "0", "--state-dir"])
             .arg(state)
             .args(extra)
