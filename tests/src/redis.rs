@@ -148,6 +148,26 @@ impl Redis {
         Ok(line.trim_end().to_owned())
     }
 
+    /// SIGSTOP: the server hangs with its connections open (it neither
+    /// answers nor refuses), until [`Redis::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Stops the server now (the "store down" case).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
