@@ -172,12 +172,12 @@
 //! before it writes the message to the subscribers' sockets (and keeps a
 //! backlog for a slow one), so a Redis that dies just then takes the
 //! message with it. The writer therefore keeps what Redis took in the last
-//! 2 seconds (at most `queue_size` publications, sharing their payloads)
-//! and, after a lost connection, once the servers have subscribed again,
-//! sends those again with their own sequence numbers before anything new;
-//! a server that had one already skips it as a repeat. (A server that
-//! started during the outage may thus receive publications of the seconds
-//! before it.)
+//! 2 seconds (at most `queue_size` publications and 16 MiB of envelopes,
+//! sharing their payloads) and, after a lost connection, once the servers
+//! have subscribed again, sends those again with their own sequence
+//! numbers before anything new; a server that had one already skips it as
+//! a repeat. (A server that started during the outage may thus receive
+//! publications of the seconds before it.)
 //!
 //! No publication answered `Ok` is lost by a Redis crash: the tests kill
 //! Redis with SIGKILL while publications flow (through the hub, and through

@@ -28,9 +28,14 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// How far back publications Redis took are sent again after the
 /// connection broke (see [`Recent`]).
 const RESEND_WINDOW: Duration = Duration::from_secs(2);
+/// Most envelope bytes kept for sending again.
+const RESEND_BYTES: usize = 16 << 20;
 
 /// Publications Redis took in the last [`RESEND_WINDOW`] (at most
-/// `queue_size` of them), with their sequence numbers.
+/// `queue_size` of them and [`RESEND_BYTES`] of envelopes), with their
+/// sequence numbers. The payloads are shared with the local deliveries
+/// (clones of a `Bytes`); keeping them makes them live up to the window
+/// longer.
 ///
 /// Redis answering a `PUBLISH` means it has queued the message for every
 /// subscribed server, not that it has written it to their sockets: Redis
@@ -42,6 +47,8 @@ const RESEND_WINDOW: Duration = Duration::from_secs(2);
 pub(crate) struct Recent {
     items: VecDeque<Written>,
     cap: usize,
+    /// Envelope bytes of `items`.
+    bytes: usize,
 }
 
 struct Written {
@@ -51,29 +58,51 @@ struct Written {
     msg: Message,
 }
 
+impl Written {
+    fn len(&self) -> usize {
+        envelope::encoded_len(&self.route, &self.msg)
+    }
+}
+
 impl Recent {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             items: VecDeque::new(),
             cap,
+            bytes: 0,
         }
     }
 
     fn keep(&mut self, seq: u64, at: Instant, o: Outbound) {
-        while self.items.len() >= self.cap
-            || self
-                .items
-                .front()
-                .is_some_and(|w| at.duration_since(w.at) > RESEND_WINDOW)
-        {
-            self.items.pop_front();
-        }
-        self.items.push_back(Written {
+        let w = Written {
             seq,
             at,
             route: o.route,
             msg: o.msg,
-        });
+        };
+        let len = w.len();
+        self.forget_before(at.checked_sub(RESEND_WINDOW));
+        while !self.items.is_empty()
+            && (self.items.len() >= self.cap || self.bytes + len > RESEND_BYTES)
+        {
+            self.pop();
+        }
+        self.bytes += len;
+        self.items.push_back(w);
+    }
+
+    /// Drops what was written before `oldest`.
+    fn forget_before(&mut self, oldest: Option<Instant>) {
+        let Some(oldest) = oldest else { return };
+        while self.items.front().is_some_and(|w| w.at < oldest) {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(w) = self.items.pop_front() {
+            self.bytes -= w.len();
+        }
     }
 }
 
@@ -448,11 +477,7 @@ async fn resend(
     recent: &mut Recent,
     broke: Instant,
 ) -> Result<usize, Failure> {
-    if let Some(oldest) = broke.checked_sub(RESEND_WINDOW) {
-        while recent.items.front().is_some_and(|w| w.at < oldest) {
-            recent.items.pop_front();
-        }
-    }
+    recent.forget_before(broke.checked_sub(RESEND_WINDOW));
     let mut start = 0;
     let items = recent.items.make_contiguous();
     while start < items.len() {
@@ -601,7 +626,11 @@ async fn connected(
         tokio::select! {
             biased;
             () = stopped(stop) => return Ok(()),
-            _ = tick.tick() => *servers = heartbeat(shared, conn).await?,
+            _ = tick.tick() => {
+                // Nothing written lately stays kept past the window.
+                recent.forget_before(Instant::now().checked_sub(RESEND_WINDOW));
+                *servers = heartbeat(shared, conn).await?;
+            }
             () = shared.check.notified() => {
                 timed(shared.config.command_timeout, redis::cmd("PING").query_async::<()>(conn)).await?;
             }
@@ -751,4 +780,49 @@ fn plain(payload: Bytes) -> Message {
 fn malformed(shared: &Shared, channel: &str, e: &dyn std::error::Error) {
     Counters::add(&shared.counters.malformed, 1);
     tracing::debug!(channel, error = %e, "broker: ignoring an unreadable message");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(payload: Bytes) -> Outbound {
+        Outbound {
+            route: Route::Channel("c".into()),
+            msg: Message::Binary(payload),
+            ack: None,
+        }
+    }
+
+    fn seqs(r: &Recent) -> Vec<u64> {
+        r.items.iter().map(|w| w.seq).collect()
+    }
+
+    #[test]
+    fn recent_publications_are_bounded_by_count_bytes_and_age() {
+        let t0 = Instant::now();
+        let mut r = Recent::new(3);
+        for seq in 1..=5 {
+            r.keep(seq, t0, outbound(Bytes::from_static(b"x")));
+        }
+        assert_eq!(seqs(&r), [3, 4, 5], "at most `queue_size`");
+        // Older than the window: gone with the next one.
+        r.keep(
+            6,
+            t0 + RESEND_WINDOW + Duration::from_millis(1),
+            outbound(Bytes::new()),
+        );
+        assert_eq!(seqs(&r), [6]);
+        r.forget_before(Some(t0 + RESEND_WINDOW * 2));
+        assert!(r.items.is_empty());
+        assert_eq!(r.bytes, 0);
+        // At most RESEND_BYTES of envelopes, but always the last one.
+        let mut r = Recent::new(100);
+        let big = Bytes::from(vec![0u8; RESEND_BYTES / 2]);
+        for seq in 1..=3 {
+            r.keep(seq, t0, outbound(big.clone()));
+        }
+        assert_eq!(seqs(&r), [3]);
+        assert!(r.bytes <= RESEND_BYTES);
+    }
 }
