@@ -151,21 +151,18 @@ impl Redis {
     /// SIGSTOP: the server hangs with its connections open (it neither
     /// answers nor refuses), until [`Redis::resume`].
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
     }
 
     /// SIGCONT after [`Redis::pause`].
     pub fn resume(&self) {
-        self.signal("-CONT");
+        self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
-    fn signal(&self, sig: &str) {
+    fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("redis-server runs").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to {pid}: {e}"));
     }
 
     /// Stops the server now (the "store down" case).
