@@ -6,6 +6,11 @@
 //! (Redis pub/sub) to reach the connections of other server processes.
 //! Fan-out clones the message, which clones a `Bytes` handle, never the
 //! payload.
+//!
+//! [`Hub::publish`] never waits: with a broker, the publication is queued
+//! for the other servers. A caller that must know it is safe (the admin
+//! API, before its 202) uses [`Hub::publish_confirmed`], which returns once
+//! the broker acknowledged it, or [`HubError::Unavailable`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
