@@ -148,6 +148,23 @@ impl Redis {
         Ok(line.trim_end().to_owned())
     }
 
+    /// SIGSTOP: the server hangs with its connections open (it neither
+    /// answers nor refuses), until [`Redis::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to {pid}: {e}"));
+    }
+
     /// Stops the server now (the "store down" case).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

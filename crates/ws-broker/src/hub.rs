@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use ws_core::{
     Connection, ConnectionId, Hub, HubBackend, HubError, LocalHub, Member, Message, Target,
@@ -27,7 +27,14 @@ use crate::tasks;
 pub(crate) struct Outbound {
     pub(crate) route: Route,
     pub(crate) msg: Message,
+    /// For a confirmed publication: told when Redis answered the `PUBLISH`
+    /// (`Ok`) or why it did not (`Err`); dropped unanswered when the
+    /// publication is dropped (the connection broke before it was written).
+    pub(crate) ack: Option<Ack>,
 }
+
+/// The writer's answer to a confirmed publication.
+pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
 
 /// Counters behind [`BrokerStatus`].
 #[derive(Debug, Default)]
@@ -126,8 +133,9 @@ impl Shared {
         HubError::Unavailable(reason)
     }
 
-    /// Hands a publication to the writer, or says why not.
-    fn forward(&self, route: Route, msg: Message) -> Result<(), HubError> {
+    /// Hands a publication to the writer (with `ack`, to be told when Redis
+    /// took it), or says why not.
+    fn forward(&self, route: Route, msg: Message, ack: Option<Ack>) -> Result<(), HubError> {
         if let Route::Channel(n) | Route::User(n) = &route
             && n.len() > Route::MAX_NAME
         {
@@ -143,7 +151,7 @@ impl Shared {
         if !self.connected.load(Ordering::Acquire) {
             return Err(self.refuse(format!("Redis at {} is unreachable", self.url_shown)));
         }
-        match self.queue.try_send(Outbound { route, msg }) {
+        match self.queue.try_send(Outbound { route, msg, ack }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(self.refuse(format!(
                 "forwarding queue full ({} publications wait for Redis)",
@@ -152,6 +160,29 @@ impl Shared {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 Err(self.refuse("the broker is shut down".to_owned()))
             }
+        }
+    }
+
+    /// Waits for the writer's answer to a confirmed publication, at most
+    /// `command_timeout` (the writer gives up on a pipeline after as long).
+    async fn confirmation(
+        &self,
+        ack: oneshot::Receiver<Result<(), String>>,
+    ) -> Result<(), HubError> {
+        let limit = self.config.command_timeout;
+        match tokio::time::timeout(limit, ack).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(HubError::Unavailable(why)),
+            Ok(Err(_)) => Err(HubError::Unavailable(format!(
+                "the connection to Redis at {} broke before the publication was written",
+                self.url_shown
+            ))),
+            Err(_) => Err(self.refuse(format!(
+                "Redis at {} did not confirm the publication within {} (command_timeout; \
+                 it may still be forwarded)",
+                self.url_shown,
+                humantime::format_duration(limit)
+            ))),
         }
     }
 
@@ -178,10 +209,12 @@ pub struct BrokerStatus {
     /// Publications written to Redis.
     pub forwarded: u64,
     /// Publications refused with [`HubError::Unavailable`] (Redis
-    /// unreachable, queue full, shut down).
+    /// unreachable, queue full, shut down), and confirmed publications
+    /// Redis did not answer within `command_timeout`.
     pub refused: u64,
     /// Publications accepted but not written because the connection broke
-    /// first (logged at warn when it happens).
+    /// first (logged at warn when it happens; a confirmed one among them
+    /// was answered [`HubError::Unavailable`]).
     pub lost: u64,
     /// Publications received from Redis and delivered locally.
     pub received: u64,
@@ -381,7 +414,7 @@ impl RedisHub {
             let id = ConnectionId::from_raw(addr.id);
             return s.local.publish(&Target::Connection(id), msg);
         }
-        s.forward(Route::Connection(*addr), msg).map(|()| 0)
+        s.forward(Route::Connection(*addr), msg, None).map(|()| 0)
     }
 
     /// Members of `channel` on this server only (never fails).
@@ -508,16 +541,30 @@ impl HubBackend for RedisHub {
     /// will not (Redis unreachable, queue full, or shut down).
     fn publish(&self, target: &Target, msg: Message) -> Result<usize, HubError> {
         let s = self.shared();
-        let route = match target {
-            Target::Channel(c) => {
-                validate_channel(c)?;
-                Route::Channel(c.clone())
-            }
-            Target::User(u) => Route::User(u.clone()),
-            _ => return s.local.publish(target, msg),
+        let Some(route) = route_of(target)? else {
+            return s.local.publish(target, msg);
         };
         let delivered = s.local.publish(target, msg.clone())?;
-        s.forward(route, msg)?;
+        s.forward(route, msg, None)?;
+        Ok(delivered)
+    }
+
+    /// Like [`publish`](Self::publish), then waits until Redis answered the
+    /// `PUBLISH`, at most `command_timeout`.
+    ///
+    /// `Ok(n)`: `n` local deliveries, and Redis has handed the publication
+    /// to every server subscribed now. `Err(Unavailable)`: local
+    /// subscribers got it; Redis refused it, was unreachable, or did not
+    /// answer in time (it may still arrive, at most once, on the others).
+    async fn publish_confirmed(&self, target: &Target, msg: Message) -> Result<usize, HubError> {
+        let s = self.shared();
+        let Some(route) = route_of(target)? else {
+            return s.local.publish(target, msg);
+        };
+        let delivered = s.local.publish(target, msg.clone())?;
+        let (ack, answer) = oneshot::channel();
+        s.forward(route, msg, Some(ack))?;
+        s.confirmation(answer).await?;
         Ok(delivered)
     }
 
@@ -541,6 +588,19 @@ impl HubBackend for RedisHub {
         members.sort();
         Ok(members)
     }
+}
+
+/// Where a publication to `target` goes on the bus; `None` for a local
+/// connection (never forwarded).
+fn route_of(target: &Target) -> Result<Option<Route>, HubError> {
+    Ok(match target {
+        Target::Channel(c) => {
+            validate_channel(c)?;
+            Some(Route::Channel(c.clone()))
+        }
+        Target::User(u) => Some(Route::User(u.clone())),
+        _ => None,
+    })
 }
 
 /// `url` without a password: `redis://user:secret@host` → `redis://user:***@host`.

@@ -128,7 +128,8 @@
 //!
 //! ## Failure behaviour
 //!
-//! `publish` is synchronous and never waits for Redis. It returns:
+//! `publish` is synchronous and never waits for Redis (for the variant
+//! that does, see "Confirmed publications" below). It returns:
 //!
 //! - `Ok(n)`: delivered to `n` local connections **and** queued for Redis
 //!   while the publishing connection was up; the writer sends it within
@@ -149,6 +150,42 @@
 //! got `Unavailable`, or a warn line and a counter on the publishing and on
 //! the receiving servers say so. (The tests check this accounting exactly
 //! while killing and restarting Redis under load.)
+//!
+//! **Confirmed publications.** A caller that must know the publication
+//! arrived uses [`publish_confirmed`](ws_core::HubBackend::publish_confirmed)
+//! (or [`Hub::publish_confirmed`](ws_core::Hub::publish_confirmed)); the
+//! admin API does, and answers 202 only on its `Ok`. It goes through the
+//! same queue and pipelines as `publish` and keeps their order, but carries
+//! an acknowledgement the writer completes when Redis has answered its
+//! `PUBLISH` — Redis has then handed it to every server subscribed to the
+//! bus, which delivers it (the settling wait above keeps a server that is
+//! still reconnecting from being skipped). It returns:
+//!
+//! - `Ok(n)`: delivered to `n` local connections, and Redis took it.
+//! - `Err(HubError::Unavailable)`: refused as above, or the connection broke
+//!   before Redis answered (counted as lost, and the error says so), or no
+//!   answer within `command_timeout` (Redis hangs; counted as refused, and it
+//!   may still be written later, once). The wait never exceeds
+//!   `command_timeout`.
+//!
+//! Redis's answer alone is not quite enough: Redis answers the publisher
+//! before it writes the message to the subscribers' sockets (and keeps a
+//! backlog for a slow one), so a Redis that dies just then takes the
+//! message with it. The writer therefore keeps what Redis took in the last
+//! 2 seconds (at most `queue_size` publications and 16 MiB of envelopes,
+//! sharing their payloads) and, after a lost connection, once the servers
+//! have subscribed again, sends those again with their own sequence
+//! numbers before anything new; a server that had one already skips it as
+//! a repeat. (A server that started during the outage may thus receive
+//! publications of the seconds before it.)
+//!
+//! No publication answered `Ok` is lost by a Redis crash: the tests kill
+//! Redis with SIGKILL while publications flow (through the hub, and through
+//! the admin API with real servers) and check that every confirmed one
+//! reached every subscriber on both servers, exactly once, and that every
+//! other answer was `Unavailable` (503). Fire-and-forget `publish` stays as
+//! it was: it never waits, which the broadcast path needs (it profits from
+//! the resending too).
 //!
 //! While Redis is away the server keeps serving its own connections: local
 //! publications, joins and local presence work as before;

@@ -3,6 +3,7 @@
 //! the subscriber (one pub/sub connection, messages handled in order). Each
 //! reconnects on its own with capped exponential backoff.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,86 @@ const BATCH: usize = 256;
 const PIPELINE_BYTES: usize = 1 << 20;
 /// First wait before reconnecting.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
+/// How far back publications Redis took are sent again after the
+/// connection broke (see [`Recent`]).
+const RESEND_WINDOW: Duration = Duration::from_secs(2);
+/// Most envelope bytes kept for sending again.
+const RESEND_BYTES: usize = 16 << 20;
+
+/// Publications Redis took in the last [`RESEND_WINDOW`] (at most
+/// `queue_size` of them and [`RESEND_BYTES`] of envelopes), with their
+/// sequence numbers. The payloads are shared with the local deliveries
+/// (clones of a `Bytes`); keeping them makes them live up to the window
+/// longer.
+///
+/// Redis answering a `PUBLISH` means it has queued the message for every
+/// subscribed server, not that it has written it to their sockets: Redis
+/// answers the publisher first, and a Redis that dies just then (or that
+/// still holds a backlog for a slow subscriber) takes those messages with
+/// it. So after a lost connection the writer sends these again, with
+/// their own sequence numbers, once the servers have subscribed again;
+/// a server that got one already skips it as a repeat.
+pub(crate) struct Recent {
+    items: VecDeque<Written>,
+    cap: usize,
+    /// Envelope bytes of `items`.
+    bytes: usize,
+}
+
+struct Written {
+    seq: u64,
+    at: Instant,
+    route: Route,
+    msg: Message,
+}
+
+impl Written {
+    fn len(&self) -> usize {
+        envelope::encoded_len(&self.route, &self.msg)
+    }
+}
+
+impl Recent {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            cap,
+            bytes: 0,
+        }
+    }
+
+    fn keep(&mut self, seq: u64, at: Instant, o: Outbound) {
+        let w = Written {
+            seq,
+            at,
+            route: o.route,
+            msg: o.msg,
+        };
+        let len = w.len();
+        self.forget_before(at.checked_sub(RESEND_WINDOW));
+        while !self.items.is_empty()
+            && (self.items.len() >= self.cap || self.bytes + len > RESEND_BYTES)
+        {
+            self.pop();
+        }
+        self.bytes += len;
+        self.items.push_back(w);
+    }
+
+    /// Drops what was written before `oldest`.
+    fn forget_before(&mut self, oldest: Option<Instant>) {
+        let Some(oldest) = oldest else { return };
+        while self.items.front().is_some_and(|w| w.at < oldest) {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(w) = self.items.pop_front() {
+            self.bytes -= w.len();
+        }
+    }
+}
 
 /// Why a Redis operation failed.
 #[derive(Debug)]
@@ -312,13 +393,16 @@ fn drop_queued(shared: &Shared, rx: &mut mpsc::Receiver<Outbound>, seq: &mut u64
     }
 }
 
-/// Writes a batch of publications in pipelines, in order.
+/// Writes a batch of publications in pipelines, in order; those Redis took
+/// go into `recent`.
 async fn forward(
     shared: &Shared,
     conn: &mut MultiplexedConnection,
     batch: &mut Vec<Outbound>,
     seq: &mut u64,
+    recent: &mut Recent,
 ) -> Result<(), Failure> {
+    let first = *seq + 1;
     let mut start = 0;
     while start < batch.len() {
         let mut pipe = redis::pipe();
@@ -349,14 +433,75 @@ async fn forward(
             let n = (batch.len() - start) as u64;
             Counters::add(&shared.counters.lost, n);
             tracing::warn!(server = %shared.id, lost = n, error = %e, "broker: publications not forwarded: the Redis connection broke");
-            batch.clear();
+            let why = format!(
+                "Redis at {} did not confirm the publication: {e}",
+                shared.url_shown
+            );
+            for o in &mut batch[start..] {
+                if let Some(ack) = o.ack.take() {
+                    let _ = ack.send(Err(why.clone()));
+                }
+            }
+            batch.truncate(start);
+            keep_written(recent, batch, first);
             return Err(e);
         }
         Counters::add(&shared.counters.forwarded, (end - start) as u64);
+        // Redis answered every PUBLISH of the pipeline: it has handed them
+        // to the subscribed servers' connections.
+        for o in &mut batch[start..end] {
+            if let Some(ack) = o.ack.take() {
+                let _ = ack.send(Ok(()));
+            }
+        }
         start = end;
     }
-    batch.clear();
+    keep_written(recent, batch, first);
     Ok(())
+}
+
+/// Moves the publications of `batch` (numbered from `first`) into `recent`.
+fn keep_written(recent: &mut Recent, batch: &mut Vec<Outbound>, first: u64) {
+    let now = Instant::now();
+    for (seq, o) in (first..).zip(batch.drain(..)) {
+        recent.keep(seq, now, o);
+    }
+}
+
+/// After a lost connection: sends again what Redis took within
+/// [`RESEND_WINDOW`] before the loss was noticed at `broke`, in order, with
+/// the original sequence numbers; returns how many.
+async fn resend(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    recent: &mut Recent,
+    broke: Instant,
+) -> Result<usize, Failure> {
+    recent.forget_before(broke.checked_sub(RESEND_WINDOW));
+    let mut start = 0;
+    let items = recent.items.make_contiguous();
+    while start < items.len() {
+        let mut pipe = redis::pipe();
+        let mut bytes = 0;
+        let mut end = start;
+        while end < items.len() && (end == start || bytes < PIPELINE_BYTES) {
+            let w = &items[end];
+            bytes += envelope::encoded_len(&w.route, &w.msg);
+            pipe.cmd("PUBLISH")
+                .arg(&shared.keys.bus)
+                .arg(EnvelopeArg {
+                    origin: &shared.id,
+                    seq: w.seq,
+                    route: &w.route,
+                    msg: &w.msg,
+                })
+                .ignore();
+            end += 1;
+        }
+        timed(shared.config.command_timeout, pipe.query_async::<()>(conn)).await?;
+        start = end;
+    }
+    Ok(items.len())
 }
 
 /// The writer: owns the publishing connection; publications, presence
@@ -372,6 +517,10 @@ pub(crate) async fn run_writer(
     let mut next = Some(first);
     let mut backoff = Backoff::new(shared.config.reconnect_max_delay);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut recent = Recent::new(shared.config.queue_size);
+    // When the last connection broke (the reconnecting branch runs only
+    // after one did).
+    let mut broke = Instant::now();
     loop {
         let mut conn = match next.take() {
             Some(c) => c,
@@ -404,6 +553,16 @@ pub(crate) async fn run_writer(
                     tracing::warn!(server = %shared.id, error = %e, "broker: announcing this server after reconnecting failed");
                     continue;
                 }
+                match resend(&shared, &mut c, &mut recent, broke).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(server = %shared.id, resent = n, "broker: sent again what Redis took just before the connection broke (servers that got it skip it)");
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %shared.id, error = %e, "broker: sending recent publications again after reconnecting failed");
+                        continue;
+                    }
+                }
                 shared.set_conn(Some(c.clone()));
                 c
             }
@@ -416,15 +575,25 @@ pub(crate) async fn run_writer(
             &mut batch,
             &mut seq,
             &mut servers,
+            &mut recent,
         )
         .await;
         shared.set_conn(None);
         match r {
             Ok(()) => {
-                finish(&shared, &mut conn, &mut rx, &mut batch, &mut seq).await;
+                finish(
+                    &shared,
+                    &mut conn,
+                    &mut rx,
+                    &mut batch,
+                    &mut seq,
+                    &mut recent,
+                )
+                .await;
                 return;
             }
             Err(e) => {
+                broke = Instant::now();
                 tracing::warn!(server = %shared.id, redis = %shared.url_shown, error = %e, "broker: lost the publishing connection to Redis; publications are refused until it is back");
                 drop_queued(
                     &shared,
@@ -439,6 +608,7 @@ pub(crate) async fn run_writer(
 }
 
 /// Serves one connection until it fails (`Err`) or shutdown (`Ok`).
+#[allow(clippy::too_many_arguments)]
 async fn connected(
     shared: &Shared,
     conn: &mut MultiplexedConnection,
@@ -447,6 +617,7 @@ async fn connected(
     batch: &mut Vec<Outbound>,
     seq: &mut u64,
     servers: &mut usize,
+    recent: &mut Recent,
 ) -> Result<(), Failure> {
     let period = shared.config.presence_heartbeat;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -455,7 +626,11 @@ async fn connected(
         tokio::select! {
             biased;
             () = stopped(stop) => return Ok(()),
-            _ = tick.tick() => *servers = heartbeat(shared, conn).await?,
+            _ = tick.tick() => {
+                // Nothing written lately stays kept past the window.
+                recent.forget_before(Instant::now().checked_sub(RESEND_WINDOW));
+                *servers = heartbeat(shared, conn).await?;
+            }
             () = shared.check.notified() => {
                 timed(shared.config.command_timeout, redis::cmd("PING").query_async::<()>(conn)).await?;
             }
@@ -464,7 +639,7 @@ async fn connected(
                 if n == 0 {
                     return Ok(());
                 }
-                forward(shared, conn, batch, seq).await?;
+                forward(shared, conn, batch, seq, recent).await?;
             }
         }
     }
@@ -477,12 +652,13 @@ async fn finish(
     rx: &mut mpsc::Receiver<Outbound>,
     batch: &mut Vec<Outbound>,
     seq: &mut u64,
+    recent: &mut Recent,
 ) {
     while let Ok(o) = rx.try_recv() {
         batch.push(o);
     }
     if !batch.is_empty() {
-        let _ = forward(shared, conn, batch, seq).await;
+        let _ = forward(shared, conn, batch, seq, recent).await;
     }
     let channels = shared.index().all_channels();
     let r = timed(
@@ -604,4 +780,49 @@ fn plain(payload: Bytes) -> Message {
 fn malformed(shared: &Shared, channel: &str, e: &dyn std::error::Error) {
     Counters::add(&shared.counters.malformed, 1);
     tracing::debug!(channel, error = %e, "broker: ignoring an unreadable message");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(payload: Bytes) -> Outbound {
+        Outbound {
+            route: Route::Channel("c".into()),
+            msg: Message::Binary(payload),
+            ack: None,
+        }
+    }
+
+    fn seqs(r: &Recent) -> Vec<u64> {
+        r.items.iter().map(|w| w.seq).collect()
+    }
+
+    #[test]
+    fn recent_publications_are_bounded_by_count_bytes_and_age() {
+        let t0 = Instant::now();
+        let mut r = Recent::new(3);
+        for seq in 1..=5 {
+            r.keep(seq, t0, outbound(Bytes::from_static(b"x")));
+        }
+        assert_eq!(seqs(&r), [3, 4, 5], "at most `queue_size`");
+        // Older than the window: gone with the next one.
+        r.keep(
+            6,
+            t0 + RESEND_WINDOW + Duration::from_millis(1),
+            outbound(Bytes::new()),
+        );
+        assert_eq!(seqs(&r), [6]);
+        r.forget_before(Some(t0 + RESEND_WINDOW * 2));
+        assert!(r.items.is_empty());
+        assert_eq!(r.bytes, 0);
+        // At most RESEND_BYTES of envelopes, but always the last one.
+        let mut r = Recent::new(100);
+        let big = Bytes::from(vec![0u8; RESEND_BYTES / 2]);
+        for seq in 1..=3 {
+            r.keep(seq, t0, outbound(big.clone()));
+        }
+        assert_eq!(seqs(&r), [3]);
+        assert!(r.bytes <= RESEND_BYTES);
+    }
 }

@@ -706,3 +706,193 @@ async fn waiting_for_the_others_after_a_restart_keeps_this_servers_keys_alive() 
     assert!(servers.contains(&a.server_id().to_string()), "{servers:?}");
     a.shutdown().await;
 }
+
+/// Confirmed publications (what the admin API's 202 rests on) while Redis
+/// is killed with SIGKILL and restarted: every one answered `Ok` reaches
+/// the other server exactly once and in each publisher's order; every other
+/// one was answered `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_publications_racing_a_redis_crash_arrive_or_are_refused() {
+    const PUBLISHERS: u64 = 4;
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = two_servers(&redis).await;
+    let (b1, mut ob1) = open(&b.hub(), None, 100_000);
+    b1.join("sure").unwrap();
+    let ha = a.hub();
+    assert_eq!(ha.publish_confirmed("sure", "first").await.unwrap(), 0);
+    assert_eq!(
+        recv_n(&mut ob1, 1, WAIT).await,
+        vec![Message::from("first")]
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let (ha, stop) = (ha.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut confirmed, mut refused) = (Vec::new(), Vec::new());
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match ha.publish_confirmed("sure", format!("{p}:{i}")).await {
+                        Ok(_) => confirmed.push(i),
+                        Err(HubError::Unavailable(_)) => {
+                            refused.push(i);
+                            // A refusal is immediate while Redis is away:
+                            // leave the runtime to the others.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                    let took = started.elapsed();
+                    assert!(
+                        took < Duration::from_secs(2) + Duration::from_millis(500),
+                        "a confirmed publication waited {took:?} (command_timeout 2s)"
+                    );
+                    i += 1;
+                }
+                (confirmed, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    eventually(Duration::from_secs(5), "both servers back", || async {
+        a.status().is_healthy() && b.status().is_healthy()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut confirmed = Vec::new();
+    let mut refused = 0;
+    for p in publishers {
+        let (c, r) = p.await.unwrap();
+        refused += r.len();
+        confirmed.push(c);
+    }
+    let total_confirmed: usize = confirmed.iter().map(Vec::len).sum();
+    ha.publish_confirmed("sure", "end").await.unwrap();
+
+    // What B got, per publisher, in arrival order.
+    let mut got: Vec<Vec<u64>> = vec![Vec::new(); PUBLISHERS as usize];
+    loop {
+        let m = recv_n(&mut ob1, 1, WAIT).await.remove(0);
+        let t = m.as_text().unwrap().to_owned();
+        if t == "end" {
+            break;
+        }
+        let (p, i) = t.split_once(':').unwrap();
+        got[p.parse::<usize>().unwrap()].push(i.parse().unwrap());
+    }
+    assert_quiet(&mut ob1, QUIET).await;
+    for (p, (got, confirmed)) in got.iter().zip(&confirmed).enumerate() {
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "publisher {p}: out of order or twice: {got:?}"
+        );
+        let missing: Vec<_> = confirmed
+            .iter()
+            .filter(|i| got.binary_search(i).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "publisher {p}: confirmed but never arrived on B: {missing:?}"
+        );
+    }
+    assert!(refused > 0, "the crash must be visible to publishers");
+    assert!(
+        confirmed.iter().all(|c| c.len() > 1),
+        "every publisher got confirmations before and after the crash: {confirmed:?}"
+    );
+    let arrived: usize = got.iter().map(Vec::len).sum();
+    let (sa, sb) = (a.status(), b.status());
+    eprintln!(
+        "measured: confirmed publications around a Redis crash (300ms down): {total_confirmed} confirmed, \
+         all arrived on B; {refused} refused ({} of them arrived anyway); A: {sa}; B: {sb}",
+        arrived - total_confirmed,
+    );
+}
+
+/// SIGSTOP (Redis hangs, connections stay open): a confirmed publication is
+/// refused within `command_timeout`, `publish` never blocks, and both work
+/// again after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_refuses_confirmed_publications_within_command_timeout() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let timeout = Duration::from_millis(500);
+    let cfg = BrokerConfig {
+        command_timeout: timeout,
+        ..config(&redis.url())
+    };
+    let a = RedisHub::connect(cfg.clone()).await.unwrap();
+    let b = RedisHub::connect(cfg).await.unwrap();
+    let (b1, mut ob1) = open(&b.hub(), None, 1000);
+    b1.join("hang").unwrap();
+    let ha = a.hub();
+    ha.publish_confirmed("hang", "before").await.unwrap();
+    assert_eq!(
+        recv_n(&mut ob1, 1, WAIT).await,
+        vec![Message::from("before")]
+    );
+    // A heartbeat or two, so each server counts the other among the live
+    // ones (A connected first: it waits for B's subscription after the
+    // outage only once it knows B).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    redis.pause();
+    let paused = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut answers = Vec::new();
+    // For longer than the writer needs to notice (a command timing out, or
+    // the heartbeat's PING): every answer comes within command_timeout.
+    while paused.elapsed() < timeout * 4 {
+        let started = Instant::now();
+        let r = ha.publish_confirmed("hang", "during").await;
+        let took = started.elapsed();
+        slowest = slowest.max(took);
+        assert!(
+            matches!(r, Err(HubError::Unavailable(_))),
+            "Redis is stopped, yet: {r:?}"
+        );
+        assert!(
+            took <= timeout + Duration::from_millis(250),
+            "refused after {took:?} (command_timeout {timeout:?})"
+        );
+        answers.push(took);
+        // Fire-and-forget never waits for Redis.
+        let started = Instant::now();
+        let _ = ha.publish("hang", "during, unconfirmed");
+        assert!(started.elapsed() < Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    redis.resume();
+    let resumed = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "confirmed again after SIGCONT",
+        || async { ha.publish_confirmed("hang", "after").await.is_ok() },
+    )
+    .await;
+    let back = resumed.elapsed();
+    // "after" arrives (what was written before the writer gave up may
+    // arrive too, each at most once).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "\"after\" never arrived on B");
+        let m = recv_n(&mut ob1, 1, WAIT).await.remove(0);
+        if m == Message::from("after") {
+            break;
+        }
+    }
+    eprintln!(
+        "measured: Redis stopped: {} confirmed publications refused, slowest answer {slowest:?} \
+         (command_timeout {timeout:?}); confirmed again {back:?} after SIGCONT",
+        answers.len()
+    );
+}

@@ -384,12 +384,20 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
         return Ok(());
     }
     let mut waiting = Vec::new();
+    let mut unremovable = Vec::new();
     for e in chosen {
         match e.state {
             State::Stale => {
                 // Nobody holds the lock: the process is gone; never signal it.
-                let _ = std::fs::remove_file(&e.path);
-                println!("removed stale entry for pid {}", e.pid);
+                match std::fs::remove_file(&e.path) {
+                    Ok(()) => println!("removed stale entry for pid {}", e.pid),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => unremovable.push(format!(
+                        "cannot remove stale info file `{}` of pid {}: {err}",
+                        e.path.display(),
+                        e.pid
+                    )),
+                }
             }
             State::Running => {
                 let pid = i32::try_from(e.pid).map_err(anyhow::Error::from)?;
@@ -425,6 +433,9 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+    if !unremovable.is_empty() {
+        return Err(anyhow::anyhow!("{}", unremovable.join("; ")).into());
     }
     if !failed.is_empty() {
         return Err(anyhow::anyhow!(

@@ -96,7 +96,8 @@ pub struct Info {
     pub version: String,
 }
 
-/// The info file of this process, locked while it lives; removed on drop.
+/// The info file of this process, open read-only and locked while it
+/// lives; removed on drop.
 #[derive(Debug)]
 pub struct InfoFile {
     path: PathBuf,
@@ -107,20 +108,37 @@ impl InfoFile {
     /// Writes `info` atomically (temp file, lock, write, rename) into `dir`.
     ///
     /// # Errors
-    /// When the directory or file cannot be created or locked.
+    /// When the directory or file cannot be created or locked; the message
+    /// names the directory and the setting that chose it.
     pub fn create(dir: &Path, info: &Info) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create state directory `{}`", dir.display()))?;
+        let setting = "`server.state_dir`, --state-dir or WS_STATE_DIR";
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the state directory `{}` ({setting})",
+                dir.display()
+            )
+        })?;
         let path = dir.join(format!("{}.json", info.pid));
         let tmp = dir.join(format!(".{}.json.tmp", info.pid));
-        let mut file = File::create(&tmp)
-            .with_context(|| format!("cannot write info file `{}`", tmp.display()))?;
-        // Lock before the file becomes visible under its real name.
-        file.try_lock()
-            .map_err(|e| anyhow::anyhow!("cannot lock info file `{}`: {e}", tmp.display()))?;
+        let mut file = File::create(&tmp).with_context(|| {
+            format!(
+                "cannot write to the state directory `{}` ({setting}): cannot create `{}`",
+                dir.display(),
+                tmp.display()
+            )
+        })?;
         serde_json::to_writer_pretty(&mut file, info)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
+        drop(file);
+        // Held open read-only for the lock: the server keeps nothing open
+        // for writing in the state directory, so it can even be remounted
+        // read-only under a running server. Locked before the file becomes
+        // visible under its real name.
+        let file = File::open(&tmp)
+            .with_context(|| format!("cannot open info file `{}`", tmp.display()))?;
+        file.try_lock()
+            .map_err(|e| anyhow::anyhow!("cannot lock info file `{}`: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("cannot move info file into `{}`", path.display()))?;
         Ok(Self { path, _file: file })
@@ -134,7 +152,17 @@ impl InfoFile {
 
 impl Drop for InfoFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A read-only or vanished state directory: the lock goes with
+            // the process anyway, so `list` shows the file as stale.
+            Err(e) => tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                "cannot remove info file; `ws-cli list` will show it as stale"
+            ),
+        }
     }
 }
 

@@ -663,8 +663,8 @@ async fn a_redis_restart_answers_503_then_both_servers_resubscribe() {
     a1.said("before").await;
     b1.said("before").await;
 
-    // Redis dies. The admin API says so with 503 (after at most the moment
-    // the broker takes to notice), and still delivers to its own server.
+    // Redis dies. The admin API says so with 503 (a 202 needs Redis's
+    // answer, so none comes any more), and still delivers to its own server.
     pair.redis.kill();
     let killed = Instant::now();
     let mut accepted_in_gap = 0;
@@ -686,16 +686,14 @@ async fn a_redis_restart_answers_503_then_both_servers_resubscribe() {
                 first_refusal.get_or_insert(killed.elapsed());
                 refused += 1;
                 let e = answer["error"].as_str().unwrap();
-                assert!(
-                    e.contains("broker unavailable") && e.contains("unreachable"),
-                    "{e}"
-                );
+                assert!(e.contains("broker unavailable"), "{e}");
             }
             other => panic!("{other}: {answer}"),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let first_refusal = first_refusal.unwrap();
+    assert_eq!(accepted_in_gap, 0, "202 without Redis");
     for t in &pushed {
         a1.raw(t).await;
     }
@@ -777,19 +775,14 @@ async fn a_redis_restart_answers_503_then_both_servers_resubscribe() {
     b1.raw("plain").await;
     a1.quiet().await;
     b1.quiet().await;
-    // A publication accepted in the moment before A noticed Redis was gone
-    // did not reach B either, and was not lost silently: A logged it as
-    // lost, and B, seeing the gap in A's sequence numbers, as missed.
+    // What A queued in the moment before it noticed Redis was gone (and
+    // answered 503) did not reach B either: A logged it as lost, and B,
+    // seeing the gap in A's sequence numbers, as missed.
     let (log_a, log_b) = (pair.log("a"), pair.log("b"));
     assert_eq!(
         sum_field(&log_a, "publications not forwarded", "lost="),
-        accepted_in_gap,
-        "{log_a}"
-    );
-    assert_eq!(
         sum_field(&log_b, "never arrived", "missed="),
-        accepted_in_gap,
-        "{log_b}"
+        "{log_a}\n{log_b}"
     );
     // Presence was written again into the fresh Redis.
     assert_eq!(members_seen(&pair.a, "r3").await, 3);
@@ -840,5 +833,154 @@ async fn a_killed_server_leaves_presence_within_the_expiry() {
     .await;
     drop((b1, b2));
     a1.close().await;
+    pair.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_202_survives_a_redis_sigkill_and_every_other_answer_is_503() {
+    /// 202s each publisher collects before the kill, and again after the
+    /// restart.
+    const BEFORE: usize = 60;
+    const AFTER: usize = 60;
+    let Some(mut pair) = Pair::start("confirmed") else {
+        return;
+    };
+    // Two subscribers on each server, in one room (channel `chat:r5`).
+    let mut subscribers = Vec::new();
+    for (server, who) in [
+        (&pair.a, "a1"),
+        (&pair.a, "a2"),
+        (&pair.b, "b1"),
+        (&pair.b, "b2"),
+    ] {
+        subscribers.push(Chat::join(server, "r5", who).await.0);
+    }
+    for c in &mut subscribers {
+        c.joins().await;
+    }
+    // Each reads until, after `done`, nothing more comes for QUIET; keeps
+    // the pushed payloads (`pub-…`), in arrival order.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut c| {
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    match tokio::time::timeout(QUIET, c.ws.next()).await {
+                        Err(_) if done.load(Ordering::Acquire) => break,
+                        Err(_) => {}
+                        Ok(Some(Ok(Message::Text(t)))) => {
+                            if t.starts_with("pub-") {
+                                got.push(t.to_string());
+                            }
+                        }
+                        Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                        Ok(other) => panic!("{}: {other:?}", c.who),
+                    }
+                }
+                (c, got)
+            })
+        })
+        .collect();
+
+    // One publisher per admin API, posting one after the other.
+    let accepted: [Arc<AtomicUsize>; 2] = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = [("a", pair.admin_a), ("b", pair.admin_b)]
+        .into_iter()
+        .zip(accepted.iter().cloned())
+        .map(|((name, admin), count)| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let (mut ok, mut refused) = (Vec::new(), Vec::new());
+                let mut i = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let data = format!("pub-{name}-{i}");
+                    let (status, answer) =
+                        publish(admin, &json!({"channel": "chat:r5", "data": data})).await;
+                    match status {
+                        202 => {
+                            ok.push(data);
+                            count.fetch_add(1, Ordering::AcqRel);
+                        }
+                        503 => {
+                            let e = answer["error"].as_str().unwrap_or_default();
+                            assert!(e.contains("broker unavailable"), "{answer}");
+                            refused.push(data);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        other => panic!("publisher {name}: {other} {answer}"),
+                    }
+                    i += 1;
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    let both = |n: usize| accepted.iter().all(|c| c.load(Ordering::Acquire) >= n);
+    eventually(Duration::from_secs(20), "202s before the kill", || {
+        let ready = both(BEFORE);
+        async move { ready }
+    })
+    .await;
+    pair.redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pair.redis.restart();
+    let base = accepted
+        .iter()
+        .map(|c| c.load(Ordering::Acquire))
+        .max()
+        .unwrap();
+    eventually(Duration::from_secs(20), "202s after the restart", || {
+        let ready = both(base + AFTER);
+        async move { ready }
+    })
+    .await;
+    let recovered = killed.elapsed();
+    stop.store(true, Ordering::Release);
+    let mut confirmed = Vec::new();
+    let mut refused = Vec::new();
+    for p in publishers {
+        let (ok, no) = p.await.expect("publisher");
+        confirmed.extend(ok);
+        refused.extend(no);
+    }
+    done.store(true, Ordering::Release);
+    assert!(!refused.is_empty(), "Redis's death must show as 503s");
+    let confirmed_set: std::collections::HashSet<&String> = confirmed.iter().collect();
+    let mut arrived_refused = Vec::new();
+    for r in readers {
+        let (c, got) = r.await.expect("reader");
+        let mut seen = std::collections::HashMap::new();
+        for m in &got {
+            *seen.entry(m.as_str()).or_insert(0) += 1;
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "{}: received twice: {twice:?}", c.who);
+        let missing: Vec<_> = confirmed
+            .iter()
+            .filter(|m| !seen.contains_key(m.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{}: answered 202 but never arrived: {missing:?}",
+            c.who
+        );
+        arrived_refused.push((
+            c.who,
+            got.iter().filter(|m| !confirmed_set.contains(m)).count(),
+        ));
+        c.close().await;
+    }
+    eprintln!(
+        "broker e2e: Redis SIGKILLed under admin publications: {} answered 202, all delivered exactly once \
+         to the 4 subscribers; {} answered 503 (received anyway, mostly from the local delivery of the server that refused them, per subscriber: {arrived_refused:?}); \
+         {AFTER} more 202s on each server {recovered:?} after the kill (500 ms down)",
+        confirmed.len(),
+        refused.len()
+    );
     pair.stop();
 }

@@ -6,6 +6,11 @@
 //! (Redis pub/sub) to reach the connections of other server processes.
 //! Fan-out clones the message, which clones a `Bytes` handle, never the
 //! payload.
+//!
+//! [`Hub::publish`] never waits: with a broker, the publication is queued
+//! for the other servers. A caller that must know it is safe (the admin
+//! API, before its 202) uses [`Hub::publish_confirmed`], which returns once
+//! the broker acknowledged it, or [`HubError::Unavailable`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -98,6 +103,24 @@ pub trait HubBackend: Send + Sync + 'static {
     /// # Errors
     /// An invalid channel, or a broker that cannot forward it.
     fn publish(&self, target: &Target, msg: Message) -> Result<usize, HubError>;
+    /// Delivers `msg` to `target` like [`publish`](Self::publish), and
+    /// returns only once the publication is safe: delivered to the local
+    /// connections and, with a broker, acknowledged by it (Redis answered
+    /// the `PUBLISH`, so every server subscribed to it has it). Returns how
+    /// many local connections got it.
+    ///
+    /// This default is `publish` itself: in-process delivery is complete
+    /// when `publish` returns. A broker overrides it; it bounds the wait
+    /// (the Redis broker by its `command_timeout`).
+    ///
+    /// # Errors
+    /// An invalid channel, or [`HubError::Unavailable`] when the broker
+    /// refused the publication or did not acknowledge it (down, queue full,
+    /// no answer in time): local subscribers may have it, other servers'
+    /// subscribers may not.
+    async fn publish_confirmed(&self, target: &Target, msg: Message) -> Result<usize, HubError> {
+        self.publish(target, msg)
+    }
     /// Members of `channel` (on every server, with a broker), sorted.
     ///
     /// # Errors
@@ -143,6 +166,25 @@ impl Hub {
     pub fn publish(&self, channel: &str, msg: impl Into<Message>) -> Result<usize, HubError> {
         self.0
             .publish(&Target::Channel(channel.to_owned()), msg.into())
+    }
+
+    /// Publishes to every member of `channel` and waits until the
+    /// publication is safe: with a broker, until it acknowledged it (every
+    /// server has it), else at once. For callers that must know, such as
+    /// the admin API's 202; [`publish`](Self::publish) is the fast path.
+    /// Returns local deliveries. Other targets: [`HubBackend::publish_confirmed`]
+    /// through [`backend`](Self::backend).
+    ///
+    /// # Errors
+    /// See [`HubBackend::publish_confirmed`].
+    pub async fn publish_confirmed(
+        &self,
+        channel: &str,
+        msg: impl Into<Message>,
+    ) -> Result<usize, HubError> {
+        self.0
+            .publish_confirmed(&Target::Channel(channel.to_owned()), msg.into())
+            .await
     }
 
     /// Sends to one connection, wherever it is.
@@ -553,6 +595,20 @@ mod tests {
         assert_eq!(dropping.publish("c", "2").unwrap(), 0);
         assert_eq!(drain(&mut os).await, vec![Message::from("1")]);
         assert!(!slow.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_local_confirmed_publication_is_delivered_when_it_returns() {
+        let hub = Hub::local();
+        let (a, mut oa) = open(&hub, None, 8);
+        a.join("room").unwrap();
+        assert_eq!(hub.publish_confirmed("room", "sure").await.unwrap(), 1);
+        assert_eq!(drain(&mut oa).await, vec![Message::from("sure")]);
+        assert_eq!(hub.publish_confirmed("nobody-here", "x").await.unwrap(), 0);
+        assert!(matches!(
+            hub.publish_confirmed("", "x").await,
+            Err(HubError::InvalidChannel { .. })
+        ));
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! broker, other servers deliver too), 400/401/404/405/413/503 with
 //! `{"error": "…"}` naming the problem. It listens on its own address
 //! (default `127.0.0.1:18081`), never on the public one.
+//!
+//! 202 means the publication is safe: it is sent with
+//! [`HubBackend::publish_confirmed`](ws_core::HubBackend::publish_confirmed),
+//! so with a broker the answer waits until the broker acknowledged it
+//! (Redis answered the `PUBLISH`, at most the broker's `command_timeout`);
+//! otherwise 503, and the caller may publish again.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -193,7 +199,7 @@ async fn handle(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match hub.backend().publish(&target, msg) {
+    match hub.backend().publish_confirmed(&target, msg).await {
         Ok(n) => json_response(StatusCode::ACCEPTED, &serde_json::json!({ "delivered": n })),
         Err(HubError::Unavailable(why)) => {
             tracing::warn!(reason = %why, "publication could not be forwarded to other servers");

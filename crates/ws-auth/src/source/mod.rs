@@ -40,6 +40,10 @@ pub(crate) struct Presented {
     pub(crate) forwarded: HeaderMap,
 }
 
+/// Bounds of a source's `timeout`.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub(crate) enum Source {
     Jwt(jwt::JwtSource),
     Redis(redis::RedisSource),
@@ -65,6 +69,23 @@ impl Source {
         config: &SourceConfig,
         credential: &Credential,
     ) -> Result<(Self, Option<Duration>), ConfigError> {
+        let bounded = |key: &'static str, t: Duration| {
+            if (MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    aspect,
+                    key,
+                    "must be from 1ms to 1m: the longest a look-up may hold a handshake",
+                ))
+            }
+        };
+        match config {
+            SourceConfig::Jwt(_) => {}
+            SourceConfig::Redis(c) => bounded("redis.timeout", c.timeout)?,
+            SourceConfig::Sql(c) => bounded("sql.timeout", c.timeout)?,
+            SourceConfig::Http(c) => bounded("http.timeout", c.timeout)?,
+        }
         Ok(match config {
             SourceConfig::Jwt(c) => (Self::Jwt(jwt::JwtSource::new(aspect, c)?), None),
             SourceConfig::Redis(c) => (

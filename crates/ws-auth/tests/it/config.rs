@@ -163,6 +163,39 @@ async fn aspect_level_mistakes() {
 }
 
 #[tokio::test]
+async fn source_timeouts_are_bounded() {
+    let cases = [
+        ("redis", "url = \"redis://127.0.0.1:1\"", "0s"),
+        (
+            "sql",
+            "url = \"sqlite:/nonexistent.db\"\nquery = \"SELECT 1\"",
+            "2m",
+        ),
+        ("http", "url = \"http://127.0.0.1:1/s\"", "0s"),
+    ];
+    for (kind, rest, timeout) in cases {
+        let text = format!(
+            "[[aspect]]\nname = \"slow\"\ncredential = {{ cookie = \"sid\" }}\n\
+             [aspect.{kind}]\n{rest}\ntimeout = \"{timeout}\"\n"
+        );
+        let e = error(&text).await;
+        assert!(
+            e.contains("`slow`")
+                && e.contains(&format!("{kind}.timeout"))
+                && e.contains("1ms to 1m"),
+            "{kind}: {e}"
+        );
+        // The bounds themselves are fine.
+        for ok in ["1ms", "1m"] {
+            let text = text.replace(&format!("\"{timeout}\""), &format!("\"{ok}\""));
+            authenticator(&text)
+                .await
+                .unwrap_or_else(|e| panic!("{kind} {ok}: {e}"));
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_full_example_builds() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.sqlite");
