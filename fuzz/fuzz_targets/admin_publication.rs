@@ -50,9 +50,9 @@ fuzz_target!(|data: &[u8]| {
     };
     match &obj["data"] {
         Value::String(s) => assert_eq!(sent.as_str(), s),
-        other => {
-            let back: Value = serde_json::from_str(sent.as_str()).expect("JSON text");
-            assert_eq!(&back, other);
-        }
+        // Its JSON text as serde_json writes it (a parse of that text is
+        // not compared: serde_json's default float parsing may round a long
+        // decimal differently, a false alarm this target once raised).
+        other => assert_eq!(sent.as_str(), other.to_string()),
     }
 });

@@ -397,7 +397,10 @@ mod tests {
         // fuzz/corpus/origin/regression-star-not-ascii: `*` refused an
         // `Origin` with bytes above 0x7f as "not valid ASCII".
         let mut h = HeaderMap::new();
-        h.insert(ORIGIN, HeaderValue::from_bytes(b"https://\xffx.org").unwrap());
+        h.insert(
+            ORIGIN,
+            HeaderValue::from_bytes(b"https://\xffx.org").unwrap(),
+        );
         for require in [false, true] {
             let star = OriginPolicy::parse(&["*".to_owned()], require).unwrap();
             assert_eq!(star.check(&h), Ok(()));
