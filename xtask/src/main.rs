@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`:
 //!
 //! - `ci`: everything CI checks (format, lints, the test suite, licences and
-//!   sources, the end-to-end scenarios and the Autobahn conformance run).
+//!   sources, the end-to-end scenarios, the Autobahn conformance run and
+//!   every fuzz target for a few seconds).
 //! - `e2e`: the release binary driven as an operator would (start, list,
 //!   routes, clients in Rust and Python, stop, stale entries, bad configs).
 //! - `autobahn`: the Autobahn|Testsuite fuzzing client against the release
@@ -9,10 +10,14 @@
 //!   fails on any FAILED case. `ci` runs both.
 //! - `bench`: ws-provider against a tuned tokio-tungstenite baseline in
 //!   interleaved rounds (`--quick`, `--json`); see `bench.rs`.
+//! - `fuzz`: every cargo-fuzz target in `fuzz/` on the nightly toolchain,
+//!   from its committed seeds (`--seconds N` each, default 60; `--target
+//!   NAME` for one); fails on any crash; see `fuzz.rs`.
 
 mod autobahn;
 mod bench;
 mod e2e;
+mod fuzz;
 mod util;
 
 use std::process::ExitCode;
@@ -32,7 +37,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
-        bail!("usage: cargo xtask <ci|e2e|autobahn|bench> [options]");
+        bail!("usage: cargo xtask <ci|e2e|autobahn|bench|fuzz> [options]");
     };
     let rest = &args[1..];
     match cmd.as_str() {
@@ -40,7 +45,8 @@ fn run() -> Result<()> {
         "e2e" => e2e::run(rest),
         "autobahn" => autobahn::run(rest),
         "bench" => bench::run(rest),
-        other => bail!("unknown command `{other}`; expected ci, e2e, autobahn or bench"),
+        "fuzz" => fuzz::run(rest),
+        other => bail!("unknown command `{other}`; expected ci, e2e, autobahn, bench or fuzz"),
     }
 }
 
@@ -84,8 +90,35 @@ fn ci(args: &[String]) -> Result<()> {
         bail!("cargo test --workspace failed ({status})");
     }
     util::cargo(&["deny", "check", "bans", "licenses", "sources"])?;
+    // The fuzz crate is a workspace of its own too: same format, lints and
+    // licence rules, then every target for a few seconds.
+    let fuzz = "fuzz/Cargo.toml";
+    util::cargo(&["fmt", "--manifest-path", fuzz, "--", "--check"])?;
+    util::cargo(&[
+        "clippy",
+        "--manifest-path",
+        fuzz,
+        "--target-dir",
+        &target_dir.to_string_lossy(),
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    util::cargo(&[
+        "deny",
+        "--manifest-path",
+        fuzz,
+        "check",
+        "--config",
+        "deny.toml",
+        "bans",
+        "licenses",
+        "sources",
+    ])?;
     e2e::run(&[])?;
     autobahn::run(&[])?;
     autobahn::run(&["--tls".to_owned()])?;
+    fuzz::run(&["--seconds".to_owned(), fuzz::CI_SECONDS.to_string()])?;
     Ok(())
 }

@@ -97,6 +97,10 @@ mod cache;
 pub mod config;
 mod credential;
 mod error;
+// Entry points for the fuzz targets in `fuzz/`; not for users.
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
 mod mapping;
 mod revalidate;
 mod source;

@@ -242,7 +242,12 @@ fn expiry(v: &Value) -> Result<Option<SystemTime>, String> {
     } else {
         secs
     };
-    Ok(UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs)))
+    // Too far to be a time here (a Duration or a SystemTime): no expiry,
+    // never a panic (`Duration::from_secs_f64` panics on overflow; found by
+    // the `field_mapping` fuzz target).
+    Ok(Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d)))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -364,6 +369,20 @@ mod tests {
             m.map(record(json!({"id": 1, "expires_at": "soon"})))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn an_expiry_too_far_to_represent_is_none() {
+        // fuzz/corpus/field_mapping/regression-expiry-overflow: a huge
+        // `expires_at` (number or text) panicked converting to a Duration.
+        let m = mapping(FieldMap::default());
+        for v in [json!(1e300), json!("1e300"), json!(f64::MAX)] {
+            let u = m
+                .map(record(json!({"id": 1, "expires_at": v})))
+                .unwrap()
+                .unwrap();
+            assert_eq!(u.expires_at, None, "{v}");
+        }
     }
 
     #[test]

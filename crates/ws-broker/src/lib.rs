@@ -215,6 +215,10 @@
 mod config;
 mod envelope;
 mod error;
+// Entry points for the fuzz targets in `fuzz/`; not for users.
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
 mod hub;
 mod id;
 mod keys;

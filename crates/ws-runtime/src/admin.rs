@@ -100,7 +100,7 @@ fn authorized(req: &Request<Incoming>, key: &str) -> bool {
 }
 
 /// A publication request, checked.
-fn parse_publication(body: &[u8]) -> Result<(Target, Message), String> {
+pub(crate) fn parse_publication(body: &[u8]) -> Result<(Target, Message), String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
     let obj = v

@@ -67,6 +67,10 @@ mod auth;
 mod client_addr;
 mod config;
 mod convert;
+// Entry points for the fuzz targets in `fuzz/`; not for users.
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
 mod handshake;
 mod io;
 mod origin;

@@ -293,7 +293,9 @@ impl OriginPolicy {
             }
             (Some(v), None) => v,
         };
-        if self.rules.is_empty() {
+        // `*` allows every origin, even one that is not ASCII (what
+        // `allows_all` promises; found by the `origin` fuzz target).
+        if self.rules.is_empty() || self.rules.contains(&Rule::Any) {
             return Ok(());
         }
         let Ok(raw) = value.to_str() else {
@@ -388,6 +390,23 @@ mod tests {
         let star = policy(&["*"]);
         assert!(star.allows_all());
         assert!(allowed(&star, "null"));
+    }
+
+    #[test]
+    fn star_allows_an_origin_that_is_not_ascii() {
+        // fuzz/corpus/origin/regression-star-not-ascii: `*` refused an
+        // `Origin` with bytes above 0x7f as "not valid ASCII".
+        let mut h = HeaderMap::new();
+        h.insert(
+            ORIGIN,
+            HeaderValue::from_bytes(b"https://\xffx.org").unwrap(),
+        );
+        for require in [false, true] {
+            let star = OriginPolicy::parse(&["*".to_owned()], require).unwrap();
+            assert_eq!(star.check(&h), Ok(()));
+        }
+        let p = policy(&["example.com"]);
+        assert!(p.check(&h).unwrap_err().0.contains("not valid ASCII"));
     }
 
     #[test]

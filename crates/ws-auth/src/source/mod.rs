@@ -7,7 +7,7 @@
 //! [`Revalidator`](crate::Revalidator).
 
 mod http;
-mod jwt;
+pub(crate) mod jwt;
 mod redis;
 mod sql;
 
