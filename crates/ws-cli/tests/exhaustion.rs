@@ -555,7 +555,20 @@ fn a_client_that_never_reads_its_echoes_is_closed_with_1013_or_dropped_at_write_
         // Each was closed per policy: 1013 once its queue was full (a
         // close frame it never reads: dropped after the close grace), or
         // dropped when a write blocked for write_timeout.
-        let log = sc.log();
+        // The last closes may still be under way (the close grace): the
+        // log is read until every one is there, within the wait limit.
+        let closed_lines = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("connection closed") && l.contains("route=/echo"))
+                .filter(|l| !l.contains("initiator=Client"))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut log = sc.log();
+        while closed_lines(&log) < SLOW && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            log = sc.log();
+        }
         let ended: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("connection closed") && l.contains("route=/echo"))

@@ -393,8 +393,11 @@ async fn a_flood_of_stalled_tls_handshakes_is_dropped_at_the_deadline() {
         "not before the deadline: {earliest:?}"
     );
     assert!(
-        latest <= timeout + Duration::from_secs(1),
-        "every stalled handshake is dropped within handshake_timeout + 1 s; the last took {latest:?}"
+        // Slack for a loaded 2-core machine running the suite in parallel
+        // (seen: 2.0 s there); a missing deadline would leave them open
+        // for the whole 10 s the clients wait.
+        latest <= timeout + Duration::from_secs(3),
+        "every stalled handshake is dropped within handshake_timeout + 3 s; the last took {latest:?}"
     );
     assert!(during > 0, "a wss client connected during the flood");
     echo_once(&mut before, "after").await;
