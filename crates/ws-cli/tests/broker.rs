@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir};
+use common::{Running, TempDir, eventually};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -440,22 +440,6 @@ async fn members_seen(server: &Running, room: &str) -> usize {
     let (c, n) = Chat::join(server, room, "probe").await;
     c.close().await;
     n
-}
-
-/// Polls `check` every 20 ms until it holds; how long that took.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ------------------------------------------------------------ scenarios --

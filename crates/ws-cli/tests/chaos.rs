@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir};
+use common::{Running, TempDir, eventually};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -98,23 +98,6 @@ async fn publish(admin: SocketAddr, channel: &str, data: &str) -> (u16, Value, D
     let took = started.elapsed();
     let v = serde_json::from_str(ws_tests::body_of(&resp)).unwrap_or(Value::Null);
     (ws_tests::status_of(&resp), v, took)
-}
-
-/// Polls `check` every 50 ms until it holds, for at most `limit`; how long
-/// that took.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ---------------------------------------------------------- Redis hangs --

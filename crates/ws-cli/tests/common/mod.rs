@@ -251,3 +251,20 @@ pub fn tail(path: &Path) -> String {
     let _ = f.read_to_end(&mut s);
     format!("\n{}", String::from_utf8_lossy(&s))
 }
+
+/// Polls `check` every 20 ms until it holds, failing the test after
+/// `limit`; how long that took.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
