@@ -109,9 +109,10 @@ fn ci(args: &[String]) -> Result<()> {
         "deny",
         "--manifest-path",
         fuzz,
-        "check",
+        // cargo-deny 0.20: --config is a global option, before the command.
         "--config",
         "deny.toml",
+        "check",
         "bans",
         "licenses",
         "sources",
