@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use ws_core::{
-    Connection, ConnectionId, Hub, HubBackend, HubError, LocalHub, Member, Message, Target,
-    validate_channel,
-};
+use ws_core::hub::{HubBackend, LocalHub, Target, validate_channel};
+use ws_core::{Connection, ConnectionId, Hub, HubError, Member, Message};
 
 use crate::config::BrokerConfig;
 use crate::envelope::Route;
@@ -381,7 +379,7 @@ impl RedisHub {
         &self.handle.shared
     }
 
-    /// A [`Hub`] over this broker, for [`Connection::with_hub`].
+    /// A [`Hub`] over this broker, for the server's builder.
     pub fn hub(&self) -> Hub {
         Hub::new(self.clone())
     }

@@ -13,7 +13,8 @@ use futures_util::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
-use ws_core::{Bytes, ConnectionId, HubBackend as _, Message, Target, Utf8Bytes, validate_channel};
+use ws_core::hub::{HubBackend as _, Target, validate_channel};
+use ws_core::{Bytes, ConnectionId, Message, Utf8Bytes};
 
 use crate::envelope::{self, EnvelopeArg, Route, Seen, SeqTracker};
 use crate::hub::{Counters, Outbound, Shared};

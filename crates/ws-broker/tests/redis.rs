@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands as _;
 use support::{PREFIX, RedisServer, assert_quiet, config, eventually, open, recv_n};
 use ws_broker::{BrokerConfig, BrokerError, ConnectionAddr, RedisHub};
-use ws_core::{HubBackend as _, HubError, Message, Target};
+use ws_core::hub::{HubBackend as _, Target};
+use ws_core::{HubError, Message};
 
 const WAIT: Duration = Duration::from_secs(3);
 const QUIET: Duration = Duration::from_millis(300);
@@ -510,10 +511,13 @@ async fn leave_close_refresh_and_shutdown_update_presence_at_once() {
         members(&a, "room").await.len() == 1
     })
     .await;
-    b1.set_aspect(
+    // What the server does when a session is revalidated.
+    ws_core::__runtime::set_aspect(
+        &b1,
         "frontend.user",
         ws_core::UserAspect::user("1").with_username("annie"),
     );
+    ws_core::__runtime::backend(&hb).refresh(&b1);
     eventually(quick, "new name", || async {
         members(&a, "room").await == vec![format!("{} annie", b.addr_of(b1.id()))]
     })

@@ -73,7 +73,7 @@ pub struct ServerConfig {
     /// `websocket.slow_subscriber`: what a channel publication does to a
     /// subscriber whose outgoing queue is full: close it with 1013
     /// (default) or skip the message for it.
-    pub slow_subscriber: ws_core::SlowSubscriber,
+    pub slow_subscriber: ws_core::hub::SlowSubscriber,
 
     /// `max_connections`: open connections, all clients together (default
     /// 1000; 0: unlimited). Over it, a handshake gets 429 with `Retry-After`.
@@ -148,7 +148,7 @@ impl Default for ServerConfig {
             read_buffer_size: 16 * 1024,
             write_buffer_size: 128 * 1024,
             health_path: "/healthz".to_owned(),
-            slow_subscriber: ws_core::SlowSubscriber::default(),
+            slow_subscriber: ws_core::hub::SlowSubscriber::default(),
             max_connections: limits.max_connections,
             max_connections_per_address: limits.max_connections_per_address,
             max_connections_per_address_per_second: limits.max_connections_per_address_per_second,
@@ -361,8 +361,8 @@ pub enum OnSessionEnd {
     #[default]
     Close,
     /// `"downgrade"`: the connection stays open; the aspect becomes
-    /// anonymous ([`Connection::set_aspect`](ws_core::Connection::set_aspect))
-    /// and the component is told through
+    /// anonymous (the server replaces it and tells the hub) and the
+    /// component is told through
     /// [`Component::on_aspect_change`](ws_core::Component::on_aspect_change).
     /// Route requirements (`require`) are checked at the handshake only: a
     /// component on a route that requires the aspect should close the

@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, HeaderValue, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use ws_core::{Message, Target};
+use ws_core::Message;
+use ws_core::hub::Target;
 
 use crate::config::{ConfigError, ForwardedHeader};
 

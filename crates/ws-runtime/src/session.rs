@@ -22,10 +22,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
+use ws_core::__runtime::{self, Handled, Membership, Outbox, Outgoing};
 use ws_core::budget::{MemoryBudget, OverBudget};
 use ws_core::{
-    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Handled,
-    Outbox, Outgoing, UserAspect,
+    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, UserAspect,
 };
 use ws_ratelimit::{AddressMessageRate, MessageRate};
 
@@ -182,6 +182,10 @@ pub(crate) struct Session<'a> {
     pub(crate) ws: Ws,
     pub(crate) conn: Connection,
     pub(crate) outbox: Outbox,
+    /// The connection's registration with the hub: given up as soon as
+    /// the connection ends (before the close handshake and `on_close`), or
+    /// when the session is dropped.
+    pub(crate) membership: Option<Membership>,
     pub(crate) component: Arc<dyn Component>,
     pub(crate) cfg: &'a SessionConfig,
     pub(crate) guard: MessageGuard,
@@ -259,6 +263,9 @@ async fn finish(mut s: Box<Session<'_>>, end: End) {
     s.watch = None;
     let _ = s.budget.adjust(std::mem::take(&mut s.read_held), 0);
     s.outbox.mark_closed();
+    // It leaves every channel: nothing published reaches it any more, and
+    // presence no longer lists it.
+    s.membership = None;
     let reason = close(&mut s.ws, &mut s.outbox, end).await;
     // The socket closes now, before `on_close` runs; what is held (the
     // connection's places in the limits, its entry among the open
@@ -528,11 +535,11 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
                 // Its answers to this connection need no wake-up: the loop
-                // looks at the outbox next. The component's synchronous hook
-                // first: no future is allocated for what it handles.
+                // looks at the outbox next. A `SyncComponent` handles it
+                // right here: no future is allocated.
                 let now = s.outbox.serving_now(|| {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        s.component.on_message_now(&s.conn, msg)
+                        __runtime::on_message_now(&*s.component, &s.conn, msg)
                     }))
                 });
                 let handled = match now {
@@ -669,12 +676,12 @@ async fn auth_event(event: Option<AuthEvent>, s: &mut Session<'_>) -> Option<End
         None => s.watch = None,
         Some(AuthEvent::Changed(name, user)) => {
             tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
-            conn.set_aspect(&name, user);
+            set_aspect(conn, &name, user);
             aspect_changed(component, conn, &name).await;
         }
         Some(AuthEvent::Downgrade(name)) => {
             tracing::debug!(conn = %conn.id(), aspect = %name, "session ended: aspect now anonymous");
-            conn.set_aspect(&name, UserAspect::anonymous());
+            set_aspect(conn, &name, UserAspect::anonymous());
             aspect_changed(component, conn, &name).await;
         }
         Some(AuthEvent::Close(name, frame)) => {
@@ -687,6 +694,13 @@ async fn auth_event(event: Option<AuthEvent>, s: &mut Session<'_>) -> Option<End
         }
     }
     None
+}
+
+/// Replaces the aspect `name` of the connection, then tells the hub (its
+/// user may be another one now).
+fn set_aspect(conn: &Connection, name: &str, aspect: UserAspect) {
+    __runtime::set_aspect(conn, name, aspect);
+    __runtime::backend(conn.hub()).refresh(conn);
 }
 
 /// Tells the component that aspect `name` changed; a panic is logged.

@@ -112,6 +112,10 @@ struct Recorder {
 
 #[ws_core::async_trait]
 impl Component for Recorder {
+    fn name(&self) -> Cow<'static, str> {
+        "auth::Recorder".into()
+    }
+
     fn route(&self) -> Option<Cow<'static, str>> {
         Some("/rec".into())
     }
@@ -427,6 +431,10 @@ struct Silent;
 
 #[ws_core::async_trait]
 impl Component for Silent {
+    fn name(&self) -> Cow<'static, str> {
+        "auth::Silent".into()
+    }
+
     fn route(&self) -> Option<Cow<'static, str>> {
         Some("/silent".into())
     }

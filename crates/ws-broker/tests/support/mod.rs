@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ws_broker::BrokerConfig;
-use ws_core::{Connection, HandshakeInfo, Hub, Message, Outbox, Outgoing, UserAspect};
+use ws_core::__runtime::{self, Outbox, Outgoing, RegisteredOutbox};
+use ws_core::{Connection, HandshakeInfo, Hub, Message, UserAspect};
 
 /// A `redis-server` process of our own.
 pub struct RedisServer {
@@ -196,13 +197,13 @@ pub fn config(url: &str) -> BrokerConfig {
 }
 
 /// A connection on `hub`, logged in as `user` (id, name) when given.
-pub fn open(hub: &Hub, user: Option<(&str, &str)>, cap: usize) -> (Connection, Outbox) {
+pub fn open(hub: &Hub, user: Option<(&str, &str)>, cap: usize) -> (Connection, RegisteredOutbox) {
     let mut info = HandshakeInfo::new(([127, 0, 0, 1], 40000).into(), "/chat");
     if let Some((id, name)) = user {
         info.aspects
             .insert("frontend.user", UserAspect::user(id).with_username(name));
     }
-    Connection::with_hub(info, cap, hub.clone())
+    __runtime::open_registered(info, cap, hub.clone())
 }
 
 /// Waits for `n` messages, for at most `limit`.
