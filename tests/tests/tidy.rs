@@ -173,3 +173,117 @@ fn every_file_starts_with_a_doc_comment() {
         "files without a leading `//!` comment: {missing:?}"
     );
 }
+
+/// The names a `pub use` or `pub mod` at the top of `src` makes public
+/// (`a::{B, c as D}` gives `B` and `D`; `self` and globs are refused).
+fn root_exports(src: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut statement = String::new();
+    for line in src.lines() {
+        let line = line.trim();
+        if statement.is_empty() && !(line.starts_with("pub use ") || line.starts_with("pub mod ")) {
+            continue;
+        }
+        statement.push_str(line);
+        statement.push(' ');
+        if !line.ends_with(';') {
+            continue;
+        }
+        let s = std::mem::take(&mut statement);
+        let s = s.trim().trim_end_matches(';');
+        if let Some(m) = s.strip_prefix("pub mod ") {
+            names.insert(m.trim().to_owned());
+            continue;
+        }
+        let path = s.strip_prefix("pub use ").unwrap();
+        let items: Vec<&str> = match (path.find('{'), path.rfind('}')) {
+            (Some(a), Some(b)) => path[a + 1..b].split(',').collect(),
+            _ => vec![path.rsplit("::").next().unwrap()],
+        };
+        for item in items.into_iter().map(str::trim).filter(|i| !i.is_empty()) {
+            assert!(
+                !item.contains('*') && item != "self" && !item.contains('{'),
+                "ws-core's root re-exports `{item}`: name each item"
+            );
+            let name = item.rsplit(" as ").next().unwrap();
+            names.insert(name.rsplit("::").next().unwrap().to_owned());
+        }
+    }
+    names
+}
+
+/// ws-core's root is for component authors: exactly these items. The hub
+/// backend contract lives in `ws_core::hub`, the runtime's plumbing in the
+/// hidden `ws_core::__runtime`; a component cannot reach what it cannot
+/// safely call from the root (`cargo xtask external-types` checks the
+/// external types of the same API).
+#[test]
+fn ws_core_root_exports_what_components_need() {
+    let lib = std::fs::read_to_string(root().join("crates/ws-core/src/lib.rs")).unwrap();
+    let want: BTreeSet<String> = [
+        // modules: the backend contract, test drivers, the memory budget's
+        // documentation, the runtime's plumbing (hidden)
+        "__runtime",
+        "budget",
+        "hub",
+        "testing",
+        // writing a component
+        "async_trait",
+        "BoxError",
+        "Component",
+        "SyncComponent",
+        "FnComponent",
+        "component_fn",
+        "default_route",
+        "ServerContext",
+        "Signal",
+        // what a component handles
+        "Connection",
+        "ConnectionId",
+        "HandshakeInfo",
+        "HeaderMap",
+        "SendError",
+        "Aspects",
+        "UserAspect",
+        "Hub",
+        "HubError",
+        "Member",
+        "Message",
+        "Utf8Bytes",
+        "Bytes",
+        "CloseCode",
+        "CloseFrame",
+        "CloseInitiator",
+        "CloseReason",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let got = root_exports(&lib);
+    let extra: Vec<_> = got.difference(&want).collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "ws-core's root exports {extra:?} beyond the component API, lacks {missing:?}; \
+         backend items go to `hub`, runtime plumbing to `__runtime`"
+    );
+    // The plumbing is hidden from the documentation and named for it.
+    assert!(
+        lib.contains("#[doc(hidden)]\n#[path = \"runtime.rs\"]\npub mod __runtime;"),
+        "`__runtime` must stay `#[doc(hidden)]`"
+    );
+    // Nothing a component gets from the root hands out the hub's backend
+    // or replaces aspects: both are crate-private, reached through
+    // `__runtime` only.
+    let src = |f: &str| std::fs::read_to_string(root().join("crates/ws-core/src").join(f)).unwrap();
+    assert!(src("hub.rs").contains("pub(crate) fn backend(&self)"));
+    assert!(src("connection.rs").contains("pub(crate) fn set_aspect("));
+    assert!(src("connection.rs").contains("pub(crate) fn open("));
+    for file in ["connection.rs", "context.rs"] {
+        assert!(
+            !src(file).contains("backend().register")
+                && !src(file).contains("backend().unregister"),
+            "{file}: registering a connection with the hub is the runtime's business"
+        );
+    }
+}
