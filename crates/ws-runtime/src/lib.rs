@@ -73,6 +73,7 @@ mod convert;
 pub mod __fuzz;
 mod handshake;
 mod io;
+mod keepalive;
 mod origin;
 mod pipeline;
 mod policy;

@@ -32,6 +32,7 @@ use ws_ratelimit::{AddressMessageRate, MessageRate};
 use crate::auth::{Auth, AuthEvent, Watch};
 use crate::convert;
 use crate::io::Io;
+use crate::keepalive::{self, Keepalive, Verdict};
 use crate::read_ahead::ReadAhead;
 use crate::server::Held;
 
@@ -387,10 +388,8 @@ fn step_for_frame(frame: Option<Result<TMessage, WsError>>) -> Step {
 /// JWT's `exp`) share it, so a connection has one timer entry and the loop
 /// polls one timer, and only when nothing else is ready.
 pub(crate) struct Timer {
-    /// When the keepalive next looks at the connection (`None`: off).
-    ping_at: Option<Instant>,
-    /// When the last ping went out, if nothing was read since.
-    ping_sent: Option<Instant>,
+    /// Keepalive's decisions (plain logic, see [`crate::keepalive`]).
+    keepalive: Keepalive,
     /// When the next local session ends.
     end_at: Option<Instant>,
     /// The earlier of the two, as the socket adapter's clock: a message
@@ -402,8 +401,7 @@ pub(crate) struct Timer {
 impl Timer {
     /// Nothing due (the loop sets the timer when it starts).
     pub(crate) const OFF: Self = Self {
-        ping_at: None,
-        ping_sent: None,
+        keepalive: Keepalive::OFF,
         end_at: None,
         due: None,
     };
@@ -411,8 +409,7 @@ impl Timer {
     fn new(cfg: &SessionConfig, watch: Option<&Watch>) -> Self {
         let now = Instant::now();
         let mut t = Self {
-            ping_at: (!cfg.ping_interval.is_zero()).then(|| now + cfg.ping_interval),
-            ping_sent: None,
+            keepalive: Keepalive::new(cfg.ping_interval, now.into_std()),
             end_at: None,
             due: None,
         };
@@ -430,11 +427,7 @@ impl Timer {
             }),
             _ => None,
         };
-        self.due = match (self.ping_at, self.end_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(Instant::into_std);
+        self.due = keepalive::earliest(self.keepalive.due(), self.end_at.map(Instant::into_std));
     }
 }
 
@@ -630,14 +623,12 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
             }
         }
     }
-    if s.timer.ping_at.is_some_and(|at| at <= now) {
-        let interval = s.cfg.ping_interval;
-        // Read times come from the socket adapter: no clock read per
-        // message.
-        let last_seen = Instant::from_std(s.ws.get_ref().last_read());
-        let pinged = s.timer.ping_sent.is_some_and(|sent| last_seen < sent);
-        // Nothing read since the last ping either: the peer is gone.
-        if pinged && now.saturating_duration_since(last_seen) >= interval {
+    let interval = s.cfg.ping_interval;
+    // Read times come from the socket adapter: no clock read per message.
+    let last_seen = s.ws.get_ref().last_read();
+    match s.timer.keepalive.check(now.into_std(), last_seen, interval) {
+        Verdict::Wait => {}
+        Verdict::TimedOut => {
             return Some(End::ServerCloses(
                 CloseFrame::new(CloseCode::GOING_AWAY, "keepalive timeout"),
                 CloseInitiator::Server,
@@ -646,11 +637,10 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
                 Duration::from_millis(100),
             ));
         }
-        if now.saturating_duration_since(last_seen) >= interval {
+        Verdict::Ping => {
             // Silent for an interval: quiet until its next message, so its
             // read buffers go (the loop asks the stream once after a tick).
             s.ws.get_mut().set_quiet(true);
-            s.timer.ping_sent = Some(now);
             let ping = timeout(
                 s.cfg.write_timeout,
                 s.ws.send(TMessage::Ping(bytes::Bytes::new())),
@@ -658,10 +648,9 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
             if !matches!(ping.await, Ok(Ok(()))) {
                 return Some(End::Dropped);
             }
-            s.timer.ping_at = Some(Instant::now() + interval);
-        } else {
-            s.timer.ping_sent = None;
-            s.timer.ping_at = Some(last_seen + interval);
+            s.timer
+                .keepalive
+                .pinged(Instant::now().into_std(), interval);
         }
     }
     s.timer.set_end(s.watch.as_ref(), now);
