@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands as _;
 use support::{PREFIX, RedisServer, assert_quiet, config, eventually, open, recv_n};
 use ws_broker::{BrokerConfig, BrokerError, ConnectionAddr, RedisHub};
+use ws_core::budget::MemoryBudget;
 use ws_core::{HubBackend as _, HubError, Message, Target};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -894,5 +895,83 @@ async fn a_hanging_redis_refuses_confirmed_publications_within_command_timeout()
         "measured: Redis stopped: {} confirmed publications refused, slowest answer {slowest:?} \
          (command_timeout {timeout:?}); confirmed again {back:?} after SIGCONT",
         answers.len()
+    );
+}
+
+/// Publications waiting for a hanging Redis, and those kept for sending
+/// again, count against the server's memory budget: past it, publishing is
+/// refused (naming the setting) instead of the queue growing to
+/// `queue_size` × message size; nothing accepted is lost, and the budget is
+/// given back once Redis took them and the resend window passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_publications_count_against_the_memory_budget() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    const LIMIT: usize = 256 * 1024;
+    let budget = MemoryBudget::new(LIMIT);
+    // A long command_timeout: the writer waits for the stopped Redis
+    // instead of giving the connection (and the queue) up.
+    let cfg = BrokerConfig {
+        command_timeout: Duration::from_secs(10),
+        ..config(&redis.url())
+    };
+    let a = RedisHub::connect_with_budget(cfg.clone(), budget.clone())
+        .await
+        .unwrap();
+    let b = RedisHub::connect(cfg).await.unwrap();
+    let (b1, mut ob1) = open(&b.hub(), None, 1000);
+    b1.join("big").unwrap();
+    let ha = a.hub();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    redis.pause();
+    let payload = "x".repeat(16 * 1024);
+    let mut accepted = Vec::new();
+    let mut refusal = None;
+    for i in 0..100 {
+        let text = format!("{i:03}{payload}");
+        match ha.publish("big", text.clone()) {
+            Ok(_) => accepted.push(Message::from(text)),
+            Err(HubError::Unavailable(why)) => {
+                refusal = Some(why);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(budget.used() <= LIMIT, "{} counted", budget.used());
+    }
+    let why = refusal.expect("a 256 KiB budget cannot queue 100 publications of 16 KiB");
+    assert!(why.contains("max_buffered_memory_in_mb"), "{why}");
+    let held = budget.used();
+    assert!(
+        held > LIMIT - 2 * (16 << 10),
+        "refused with only {held} of {LIMIT} bytes counted"
+    );
+    assert!(
+        (12..=16).contains(&accepted.len()),
+        "{} accepted",
+        accepted.len()
+    );
+    redis.resume();
+
+    // Nothing accepted is lost; the bytes are given back once Redis took
+    // them and they are past the resend window (the writer forgets on its
+    // heartbeat).
+    assert_eq!(recv_n(&mut ob1, accepted.len(), WAIT * 3).await, accepted);
+    eventually(Duration::from_secs(5), "the budget given back", || async {
+        budget.used() == 0
+    })
+    .await;
+    assert_eq!(a.status().lost, 0);
+    ha.publish("big", "after").unwrap();
+    assert_eq!(
+        recv_n(&mut ob1, 1, WAIT).await,
+        vec![Message::from("after")]
+    );
+    eprintln!(
+        "measured: Redis stopped: {} publications of 16 KiB queued, {held} of {LIMIT} bytes \
+         counted, then refused: {why}",
+        accepted.len()
     );
 }

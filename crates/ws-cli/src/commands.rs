@@ -46,11 +46,13 @@ fn load(args: &ConfigArgs) -> Result<Effective> {
 async fn build(
     components: Vec<Arc<dyn Component>>,
     eff: &Effective,
-    hub: Option<ws_core::Hub>,
+    hub: Option<(ws_core::Hub, ws_core::budget::MemoryBudget)>,
 ) -> Result<Server> {
     let mut builder = Server::builder().config(eff.server_config()?);
-    if let Some(hub) = hub {
-        builder = builder.hub(hub);
+    if let Some((hub, budget)) = hub {
+        // The broker's queue counts against the same budget as the
+        // connections.
+        builder = builder.hub(hub).memory_budget(budget);
     }
     for c in components {
         builder = builder.component_arc(c);
@@ -191,20 +193,16 @@ async fn serve(
     addr: std::net::SocketAddr,
     admin: Option<(std::net::SocketAddr, ws_runtime::AdminConfig)>,
 ) -> Result<()> {
+    let budget = ws_runtime::memory_budget(eff.server_config()?.max_buffered_memory);
     let broker = match eff.file.broker.redis_url {
         Some(_) => Some(
-            ws_broker::RedisHub::connect(eff.file.broker.clone())
+            ws_broker::RedisHub::connect_with_budget(eff.file.broker.clone(), budget.clone())
                 .await
                 .with_context(|| format!("cannot start the Redis broker ({})", eff.source))?,
         ),
         None => None,
     };
-    let server = build(
-        components,
-        eff,
-        broker.as_ref().map(ws_broker::RedisHub::hub),
-    )
-    .await?;
+    let server = build(components, eff, broker.as_ref().map(|b| (b.hub(), budget))).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

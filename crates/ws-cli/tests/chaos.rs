@@ -881,3 +881,64 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The broker's queue counts against `max_buffered_memory_in_mb`: while
+/// Redis hangs, publications wait in memory only up to the budget; the one
+/// that would pass it is refused at once with 503 naming the setting, and
+/// those accepted are confirmed once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_waiting_for_a_stopped_redis_stay_within_the_memory_budget() {
+    let Some(redis) = Redis::start() else { return };
+    let url = redis.url();
+    let dir = TempDir::new("chaos-budget");
+    let server = start(
+        &dir,
+        &format!(
+            r#"{OPEN_LIMITS}
+[websocket]
+max_buffered_memory_in_mb = 1
+
+[broker]
+redis_url = "{url}"
+command_timeout = "10s"
+
+[admin]
+listen = "127.0.0.1:0"
+key = "{KEY}"
+"#
+        ),
+    );
+    let admin = server.admin_addr();
+    let (status, answer, _) = publish(admin, "nobody", "warm-up").await;
+    assert_eq!(status, 202, "{answer}");
+
+    redis.pause();
+    // Two of 450 kB wait for Redis (900 kB of the 1 MiB budget)...
+    let big = "x".repeat(450_000);
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let big = big.clone();
+            tokio::spawn(async move { publish(admin, "nobody", &big).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...a third does not fit: refused now, not after command_timeout.
+    let (status, answer, took) = publish(admin, "nobody", &big).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_buffered_memory_in_mb")),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    redis.resume();
+    for w in waiting {
+        let (status, answer, _) = w.await.unwrap();
+        assert_eq!(status, 202, "accepted before the budget ran out: {answer}");
+    }
+    eprintln!(
+        "chaos: Redis SIGSTOPped, 1 MiB budget: 2 × 450 kB waiting, the third refused in {took:?}: {answer}"
+    );
+    stop(server);
+}
