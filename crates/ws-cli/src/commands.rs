@@ -174,6 +174,7 @@ pub(crate) fn start(components: Vec<Arc<dyn Component>>, args: &StartArgs) -> Ex
     finish((|| {
         let eff = load(&args.config)?;
         crate::logging::init(eff.file.log.format, &eff.file.log.level);
+        crate::nofile::raise(eff.server_config()?.max_connections);
         let addr = std::net::SocketAddr::new(eff.host_ip()?, eff.file.server.port);
         let admin = eff.admin()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -14,6 +14,7 @@ mod cli;
 mod commands;
 pub mod config;
 mod logging;
+mod nofile;
 pub mod state;
 
 use std::ffi::OsString;
