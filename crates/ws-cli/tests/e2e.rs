@@ -9,10 +9,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir, cli, stderr, stdout};
+use common::{Running, TempDir, bin, cli, stderr, stdout};
 use tokio_tungstenite::tungstenite::Message;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -255,4 +255,25 @@ fn bad_config_and_taken_port_fail_before_listening() {
     );
     assert!(err.contains("in use"), "{err}");
     assert!(list_json(&state.0).is_empty());
+}
+
+/// Output into a closed pipe (`ws-cli routes | head -1` once `head` is
+/// gone) is dropped: no panic, the command's own exit code.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let state = TempDir::new("closed-stdout");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin())
+        .args(["routes", "--state-dir"])
+        .arg(&state.0)
+        .env_remove("WS_CONFIG")
+        .env_remove("WS_PORT")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
 }
