@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -150,24 +150,10 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("spawn postgres");
-        self.child = Some(ChildGuard::new(child));
-        let deadline = Instant::now() + READY_LIMIT;
-        while Instant::now() < deadline {
-            if self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_exited().is_some())
-            {
-                self.child = None;
-                return false;
-            }
-            if self.ready() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.stop();
-        false
+        let mut child = ChildGuard::new(child);
+        let up = child.until_ready(READY_LIMIT, Duration::from_millis(50), || self.ready());
+        self.child = up.then_some(child);
+        up
     }
 
     /// Whether the server accepts connections (`pg_isready`).

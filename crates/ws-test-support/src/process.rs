@@ -105,6 +105,29 @@ impl ChildGuard {
         self.kill()
     }
 
+    /// Polls `ready` every `every` until it holds (`true`), the process
+    /// exits (`false`), or `limit` passes (`false`, the process is killed):
+    /// a server's start, which fails when its port was taken meanwhile.
+    pub(crate) fn until_ready(
+        &mut self,
+        limit: Duration,
+        every: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.try_exited().is_some() {
+                return false;
+            }
+            if ready() {
+                return true;
+            }
+            std::thread::sleep(every);
+        }
+        self.kill();
+        false
+    }
+
     /// SIGKILL (no goodbye to anyone), and waits for the exit.
     pub fn kill(&mut self) -> ExitStatus {
         if let Some(status) = self.try_exited() {

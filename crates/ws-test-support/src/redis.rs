@@ -65,24 +65,12 @@ impl Redis {
             .stderr(log)
             .spawn()
             .expect("spawn redis-server");
-        self.child = Some(ChildGuard::new(child));
-        let deadline = Instant::now() + READY_LIMIT;
-        while Instant::now() < deadline {
-            if self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_exited().is_some())
-            {
-                self.child = None;
-                return false;
-            }
-            if self.try_command(&["PING"]).is_ok_and(|r| r == "+PONG") {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill();
-        false
+        let mut child = ChildGuard::new(child);
+        let up = child.until_ready(READY_LIMIT, Duration::from_millis(10), || {
+            self.try_command(&["PING"]).is_ok_and(|r| r == "+PONG")
+        });
+        self.child = up.then_some(child);
+        up
     }
 
     fn log(&self) -> String {
