@@ -34,8 +34,8 @@ pub struct Issued {
 impl Issued {
     /// Writes `<stem>.crt` and `<stem>.key` into `dir`; returns their paths.
     pub fn write(&self, dir: &TempDir, stem: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(&format!("{stem}.crt"));
-        let key = dir.join(&format!("{stem}.key"));
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &self.cert_pem).expect("write cert");
         std::fs::write(&key, &self.key_pem).expect("write key");
         (cert, key)

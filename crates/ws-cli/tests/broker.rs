@@ -107,7 +107,7 @@ impl Pair {
 
     /// What server `name` ("a" or "b") logged so far (warnings and errors).
     fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(&format!("{name}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// SIGTERM to both, by pid; both exit 0.
