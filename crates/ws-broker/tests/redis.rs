@@ -9,15 +9,16 @@ mod support;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
-use support::{PREFIX, RedisServer, assert_quiet, config, eventually, open, recv_n};
+use support::{PREFIX, assert_quiet, config, eventually, open, recv_n};
 use ws_broker::{BrokerConfig, BrokerError, ConnectionAddr, RedisHub};
 use ws_core::budget::MemoryBudget;
 use ws_core::{HubBackend as _, HubError, Message, Target};
+use ws_test_support::Redis;
 
 const WAIT: Duration = Duration::from_secs(3);
 const QUIET: Duration = Duration::from_millis(300);
 
-async fn two_servers(redis: &RedisServer) -> (RedisHub, RedisHub) {
+async fn two_servers(redis: &Redis) -> (RedisHub, RedisHub) {
     let a = RedisHub::connect(config(&redis.url())).await.unwrap();
     let b = RedisHub::connect(config(&redis.url())).await.unwrap();
     assert_ne!(a.server_id(), b.server_id());
@@ -36,7 +37,7 @@ async fn members(hub: &RedisHub, channel: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_reaches_every_server_exactly_once() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -137,7 +138,7 @@ async fn a_publication_reaches_every_server_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_publish_from_any_redis_client_reaches_every_server() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -178,7 +179,7 @@ async fn a_plain_publish_from_any_redis_client_reaches_every_server() {
     );
 
     // redis-cli, as an operator or a shell script would.
-    if let Some(cli) = support::redis_cli() {
+    if let Some(cli) = ws_test_support::find_in_path("redis-cli") {
         let out = std::process::Command::new(cli)
             .args(["-h", "127.0.0.1", "-p", &redis.port().to_string()])
             .args(["PUBLISH", &channel, "from redis-cli"])
@@ -207,7 +208,7 @@ async fn a_plain_publish_from_any_redis_client_reaches_every_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_kept_over_10000_messages_without_duplicates() {
     const N: usize = 10_000;
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -252,7 +253,7 @@ async fn order_is_kept_over_10000_messages_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_refuses_publications_then_resumes() {
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -339,7 +340,7 @@ async fn a_redis_restart_refuses_publications_then_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_racing_a_redis_crash_arrive_are_refused_or_are_reported() {
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -409,7 +410,7 @@ async fn publications_racing_a_redis_crash_arrive_are_refused_or_are_reported() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_server_leaves_presence_within_the_expiry() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let expiry = Duration::from_secs(1);
@@ -473,7 +474,7 @@ async fn a_crashed_server_leaves_presence_within_the_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_close_refresh_and_shutdown_update_presence_at_once() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     // A long expiry: only explicit removal can explain a quick disappearance.
@@ -547,7 +548,7 @@ async fn leave_close_refresh_and_shutdown_update_presence_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_and_nothing_accepted_is_lost() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let cfg = BrokerConfig {
@@ -636,7 +637,7 @@ async fn waiting_for_the_others_after_a_restart_keeps_this_servers_keys_alive() 
     // for as many servers as before to listen again. That wait can outlast
     // presence_expiry; the server's keys must be renewed meanwhile, else
     // the others forget it and drop its members until its next heartbeat.
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let cfg = config(&redis.url()); // heartbeat 100 ms, expiry 400 ms, wait up to 800 ms
@@ -715,7 +716,7 @@ async fn waiting_for_the_others_after_a_restart_keeps_this_servers_keys_alive() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_publications_racing_a_redis_crash_arrive_or_are_refused() {
     const PUBLISHERS: u64 = 4;
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -823,7 +824,7 @@ async fn confirmed_publications_racing_a_redis_crash_arrive_or_are_refused() {
 /// again after SIGCONT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_refuses_confirmed_publications_within_command_timeout() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let timeout = Duration::from_millis(500);
@@ -905,7 +906,7 @@ async fn a_hanging_redis_refuses_confirmed_publications_within_command_timeout()
 /// given back once Redis took them and the resend window passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_publications_count_against_the_memory_budget() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     const LIMIT: usize = 256 * 1024;

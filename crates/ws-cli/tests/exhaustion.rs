@@ -23,13 +23,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir};
+use common::Running;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use ws_test_support::TempDir;
 use ws_tests::{WAIT, expect_close, next_text, send};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -60,7 +61,7 @@ impl Scenario {
     /// into a log shown on failure.
     fn start(&self, wrapper: &[&str]) -> Running {
         let config = self.config.to_str().unwrap();
-        Running::start_wrapped(&self.dir.0, &["--config", config], &self.log, wrapper)
+        Running::start_wrapped(self.dir.path(), &["--config", config], &self.log, wrapper)
     }
 
     /// The server's log so far.
