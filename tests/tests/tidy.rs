@@ -287,3 +287,84 @@ fn ws_core_root_exports_what_components_need() {
         );
     }
 }
+
+/// Every place that uses `unsafe` (the workspace denies `unsafe_code`; each
+/// of these allows it where it is used, with a `SAFETY:` comment): the file
+/// and how many times the keyword stands in its code. The root
+/// `Cargo.toml`'s comment on `unsafe_code` describes these.
+const UNSAFE: &[(&str, usize)] = &[
+    // `Connection::prefetch`: a cache hint for fan-out (x86-64 only).
+    ("crates/ws-core/src/connection.rs", 1),
+    // `Utf8Bytes::as_str`: `from_utf8_unchecked` of text checked when made.
+    ("crates/ws-core/src/message.rs", 1),
+    // The memory test's counting allocator (`unsafe impl GlobalAlloc`, its
+    // four methods, each passing the call on to `System`).
+    ("tests/tests/memory.rs", 9),
+];
+
+/// How many times the keyword `unsafe` stands in `text`'s code (comments
+/// and the `unsafe_code` lint name left out).
+fn unsafe_keywords(text: &str) -> usize {
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .flat_map(|code| code.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|word| *word == "unsafe")
+        .count()
+}
+
+#[test]
+fn unsafe_code_is_where_it_is_listed() {
+    let mut files = Vec::new();
+    for dir in ["crates", "tests", "xtask"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let this_file = root().join("tests/tests/tidy.rs");
+    let found: Vec<(String, usize)> = files
+        .iter()
+        .filter(|f| **f != this_file)
+        .filter_map(|f| {
+            let n = unsafe_keywords(&std::fs::read_to_string(f).unwrap());
+            let name = f.strip_prefix(root()).unwrap().display().to_string();
+            (n > 0).then_some((name, n))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let listed: Vec<(String, usize)> = UNSAFE.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect();
+    assert_eq!(
+        found, listed,
+        "`unsafe` changed: list it in UNSAFE (and the root Cargo.toml's comment), with a SAFETY comment"
+    );
+}
+
+/// ws-test-support is a leaf that every crate can dev-depend on, and only
+/// tests use it: no crate that ships depends on it.
+#[test]
+fn test_support_is_a_leaf_for_tests_only() {
+    let meta = metadata();
+    let members: BTreeSet<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            meta["workspace_members"]
+                .as_array()
+                .unwrap()
+                .contains(&p["id"])
+        })
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(members.contains("ws-test-support"), "{members:?}");
+    let deps = normal_deps(&meta);
+    let local: BTreeSet<String> = transitive(&deps, "ws-test-support")
+        .into_iter()
+        .filter(|d| members.contains(d.as_str()))
+        .collect();
+    assert!(local.is_empty(), "ws-test-support depends on {local:?}");
+    for (package, its) in &deps {
+        assert!(
+            !its.contains("ws-test-support") || package == "ws-tests",
+            "{package} depends on ws-test-support outside its tests"
+        );
+    }
+}

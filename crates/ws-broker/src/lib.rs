@@ -142,7 +142,10 @@
 //! - `Err(HubError::Unavailable)`: delivered to local connections, **not**
 //!   forwarded: Redis is known to be unreachable (or the broker is waiting
 //!   for the other servers to subscribe again, below), the queue
-//!   (`queue_size`) is full, or the broker is shut down. Logged at warn (at
+//!   (`queue_size`) is full, the server's memory budget has no room for it
+//!   (with [`RedisHub::connect_with_budget`]: queued publications and those
+//!   kept for sending again count against `max_buffered_memory_in_mb`), or
+//!   the broker is shut down. Logged at warn (at
 //!   most once a second, with the count) and counted in
 //!   [`BrokerStatus::refused`]; an HTTP caller answers 503.
 //!
