@@ -231,10 +231,12 @@ impl ClientAddrResolver {
         if warned.load(Ordering::Relaxed) {
             return false;
         }
-        let Some(name) = [X_FORWARDED_FOR, FORWARDED]
-            .into_iter()
-            .find(|h| headers.contains_key(h))
-        else {
+        let Some(name) = [
+            (X_FORWARDED_FOR, "X-Forwarded-For"),
+            (FORWARDED, "Forwarded"),
+        ]
+        .into_iter()
+        .find_map(|(h, name)| headers.contains_key(h).then_some(name)) else {
             return false;
         };
         if warned.swap(true, Ordering::Relaxed) {
@@ -242,7 +244,7 @@ impl ClientAddrResolver {
         }
         tracing::warn!(
             peer = %peer.ip(),
-            header = %name,
+            header = name,
             "a request from {} carries `{name}`, but {} is not in `trusted_proxies`, so the \
              header is ignored; if it is your reverse proxy, add it to `trusted_proxies`, or \
              all its clients share one address and one per-address limit (this warning is \
