@@ -4,7 +4,9 @@
 //!   sources, the end-to-end scenarios, the Autobahn conformance run and
 //!   every fuzz target for a few seconds).
 //! - `e2e`: the release binary driven as an operator would (start, list,
-//!   routes, clients in Rust and Python, stop, stale entries, bad configs).
+//!   routes, clients in Rust and Python, stop, stale entries, bad configs),
+//!   behind a real nginx and Apache httpd (the `deploy/` files), and under
+//!   a systemd notify socket.
 //! - `autobahn`: the Autobahn|Testsuite fuzzing client against the release
 //!   binary, over `ws://` (or `wss://` with the full pipeline, `--tls`);
 //!   fails on any FAILED case. `ci` runs both.

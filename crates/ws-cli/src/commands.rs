@@ -224,6 +224,7 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         signal.await;
+        crate::systemd::stopping();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -273,6 +274,7 @@ async fn serve(
         );
     }
     tracing::info!(address = %local, pid = std::process::id(), info_file = %info_file.path().display(), "listening");
+    crate::systemd::ready(local);
     let result = server
         .serve(listener, stopped(stop_rx))
         .await

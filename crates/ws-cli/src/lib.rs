@@ -34,6 +34,7 @@ pub mod config;
 mod logging;
 mod nofile;
 pub mod state;
+mod systemd;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

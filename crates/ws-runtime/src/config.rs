@@ -104,7 +104,9 @@ pub struct ServerConfig {
     /// `"127.0.0.1"`, `"10.0.0.0/8"`, `"fd00::/8"`) whose forwarding header
     /// is believed. Only when the TCP peer is one of them is the client
     /// address taken from [`forwarded_header`](Self::forwarded_header): the
-    /// right-most hop that is not itself a trusted proxy. Default: none.
+    /// right-most hop that is not itself a trusted proxy. Default: loopback
+    /// (`"127.0.0.0/8"`, `"::1"`), so a reverse proxy on the same host is
+    /// believed and nobody else; empty: no proxy at all.
     pub trusted_proxies: Vec<String>,
     /// `forwarded_header`: which header trusted proxies set,
     /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239, `for=`).
@@ -156,7 +158,7 @@ impl Default for ServerConfig {
             ipv6_prefix_len: limits.ipv6_prefix_len,
             max_messages_per_second: messages.max_messages_per_second,
             max_messages_per_address_per_second: messages.max_messages_per_address_per_second,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
             forwarded_header: ForwardedHeader::default(),
             allowed_origins: Vec::new(),
             require_origin: false,

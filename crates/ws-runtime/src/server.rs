@@ -242,10 +242,13 @@ impl ServerBuilder {
             config.max_messages_per_address_per_second,
             limiter.grouping(),
         );
-        let resolver = ClientAddrResolver {
-            trusted: TrustedProxies::parse(&config.trusted_proxies)?,
-            header: config.forwarded_header,
-        };
+        let resolver = ClientAddrResolver::new(
+            TrustedProxies::parse(&config.trusted_proxies)?,
+            config.forwarded_header,
+            config.max_connections_per_address > 0
+                || config.max_connections_per_address_per_second > 0
+                || config.max_messages_per_address_per_second > 0,
+        );
         let server_origin = Arc::new(OriginPolicy::parse(
             &config.allowed_origins,
             config.require_origin,
