@@ -1,5 +1,6 @@
-//! `cargo xtask fuzz [--seconds N] [--target NAME]`: every fuzz target for
-//! `N` seconds (default 60), or only `NAME`; fails if any of them crashes.
+//! `cargo xtask fuzz [--seconds N] [--target NAME] [--sanitizer address|none]`:
+//! every fuzz target for `N` seconds (default 60), or only `NAME`; fails if
+//! any of them crashes.
 //!
 //! The targets live in `fuzz/` (a cargo-fuzz crate, a workspace of its own:
 //! libFuzzer needs nightly compiler flags), one per parser of untrusted
@@ -10,8 +11,9 @@
 //! idempotence, where a value came from), not only that nothing panics.
 //!
 //! 1. `cargo +nightly fuzz build -a` (release, debug assertions and
-//!    overflow checks on, AddressSanitizer), through `rustup run nightly`:
-//!    the rest of the project stays on the pinned toolchain.
+//!    overflow checks on, AddressSanitizer unless `--sanitizer none`),
+//!    through `rustup run nightly`: the rest of the project stays on the
+//!    pinned toolchain.
 //! 2. Each target runs from its committed seeds, `fuzz/corpus/<target>/`,
 //!    read only: what it finds goes to a fresh scratch corpus in
 //!    `fuzz/target/scratch/<target>/`, crashes to
@@ -22,7 +24,10 @@
 //!
 //! Needs the nightly toolchain and cargo-fuzz (`.ci/run` installs both
 //! when missing). `cargo xtask ci` runs every target for
-//! [`CI_SECONDS`] seconds.
+//! [`CI_SECONDS`] seconds without a sanitizer: the fuzzed paths have only
+//! a handful of audited `unsafe` blocks for it to check, and instrumenting
+//! every dependency for AddressSanitizer more than doubles the build, the
+//! largest part of CI's time. Longer local runs keep it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,6 +63,7 @@ pub(crate) const TARGETS: &[&str] = &[
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut seconds = DEFAULT_SECONDS;
     let mut only: Option<String> = None;
+    let mut sanitizer = "address";
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -79,7 +85,20 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 }
                 only = Some(v.clone());
             }
-            other => bail!("`fuzz` takes `--seconds N` and `--target NAME`, got `{other}`"),
+            "--sanitizer" => {
+                let v = it
+                    .next()
+                    .context("`--sanitizer` needs `address` or `none`")?;
+                sanitizer = match v.as_str() {
+                    "address" => "address",
+                    "none" => "none",
+                    _ => bail!("`--sanitizer`: `{v}` is neither `address` nor `none`"),
+                };
+            }
+            other => bail!(
+                "`fuzz` takes `--seconds N`, `--target NAME` and `--sanitizer address|none`, \
+                 got `{other}`"
+            ),
         }
     }
     let targets: Vec<&str> = match &only {
@@ -92,12 +111,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
     let started = Instant::now();
     let mut build = nightly_cargo();
-    build.args(["fuzz", "build", "-a"]);
+    build.args(["fuzz", "build", "-a", "--sanitizer", sanitizer]);
     if let Some(t) = &only {
         build.arg(t);
     }
     eprintln!(
-        "xtask: cargo +nightly fuzz build -a {}",
+        "xtask: cargo +nightly fuzz build -a --sanitizer {sanitizer} {}",
         only.as_deref().unwrap_or("")
     );
     let status = build

@@ -132,7 +132,12 @@ fn ci(args: &[String]) -> Result<()> {
     e2e::run(&[])?;
     autobahn::run(&[])?;
     autobahn::run(&["--tls".to_owned()])?;
-    fuzz::run(&["--seconds".to_owned(), fuzz::CI_SECONDS.to_string()])?;
+    fuzz::run(&[
+        "--seconds".to_owned(),
+        fuzz::CI_SECONDS.to_string(),
+        "--sanitizer".to_owned(),
+        "none".to_owned(),
+    ])?;
     Ok(())
 }
 
