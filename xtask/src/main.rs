@@ -9,7 +9,8 @@
 //!   binary, over `ws://` (or `wss://` with the full pipeline, `--tls`);
 //!   fails on any FAILED case. `ci` runs both.
 //! - `bench`: ws-provider against a tuned tokio-tungstenite baseline in
-//!   interleaved rounds (`--quick`, `--json`); see `bench.rs`.
+//!   interleaved rounds (`--quick`, `--json`), a size sweep and a second
+//!   load generator; see `bench/mod.rs`.
 //! - `fuzz`: every cargo-fuzz target in `fuzz/` on the nightly toolchain,
 //!   from its committed seeds (`--seconds N` each, default 60; `--target
 //!   NAME` for one); fails on any crash; see `fuzz.rs`.
@@ -64,22 +65,35 @@ fn ci(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    // The bench baseline is a workspace of its own (on the unpatched
-    // tungstenite): checked the same way.
-    let baseline = bench::BASELINE_MANIFEST;
+    // The bench baseline and the second load generator are workspaces of
+    // their own (on the unpatched crates.io releases): checked the same
+    // way, with the same licence rules.
     let target_dir = util::target_dir();
-    util::cargo(&["fmt", "--manifest-path", baseline, "--", "--check"])?;
-    util::cargo(&[
-        "clippy",
-        "--manifest-path",
-        baseline,
-        "--target-dir",
-        &target_dir.to_string_lossy(),
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    for manifest in [bench::BASELINE_MANIFEST, bench::PEER_MANIFEST] {
+        util::cargo(&["fmt", "--manifest-path", manifest, "--", "--check"])?;
+        util::cargo(&[
+            "clippy",
+            "--manifest-path",
+            manifest,
+            "--target-dir",
+            &target_dir.to_string_lossy(),
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        util::cargo(&[
+            "deny",
+            "--manifest-path",
+            manifest,
+            "--config",
+            "deny.toml",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ])?;
+    }
     // The workspace tests drive the debug binary with a Python client too.
     let python = e2e::python_venv(&util::root().join("target/e2e-venv"))?;
     let status = util::cargo_cmd()
