@@ -600,7 +600,7 @@ pub(crate) fn draw_sweep_chart(path: &Path, report: &Report) -> Result<()> {
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(e)?;
     root.present().map_err(e)?;
