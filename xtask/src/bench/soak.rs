@@ -108,6 +108,8 @@ pub(crate) fn soak(
     check_errors("churn", &report.result)?;
     // The readings as printed, for the summary lines below.
     let v = &serde_json::to_value(&report.result)?;
+    // Whole numbers as such (the typed figures are f64).
+    let n = |k: &str| v[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.0}"));
     let samples = v["samples"].as_array().map_or(&[][..], Vec::as_slice);
     let rss: Vec<f64> = samples
         .iter()
@@ -120,24 +122,26 @@ pub(crate) fn soak(
         "soak: {:.1} min, {} connections ({:.0}/s; {} by the churn loops, {} in bursts), \
          {} client error(s)",
         v["secs"].as_f64().unwrap_or(0.0) / 60.0,
-        v["connections"],
+        n("connections"),
         v["connections"].as_f64().unwrap_or(0.0) / v["secs"].as_f64().unwrap_or(1.0),
-        v["cycles"],
-        v["burst_connections"],
-        v["errors"],
+        n("cycles"),
+        n("burst_connections"),
+        n("errors"),
     );
     println!(
         "soak: server RSS {} KiB after the warm-up, {} KiB at the end (readings {lo:.0}–{hi:.0} \
          KiB); growth {:.1} KiB per 100,000 connections",
-        v["rss_before_kib"],
-        v["rss_after_kib"],
+        n("rss_before_kib"),
+        n("rss_after_kib"),
         v["rss_growth_kib_per_100k_connections"]
             .as_f64()
             .unwrap_or(f64::NAN),
     );
     println!(
         "soak: descriptors {} before, {} after ({} left open)",
-        v["fds_before"], v["fds_after"], v["fds_left_open"]
+        n("fds_before"),
+        n("fds_after"),
+        n("fds_left_open")
     );
     eprintln!(
         "xtask bench: soak results in {} ({})",
@@ -145,7 +149,7 @@ pub(crate) fn soak(
         util::human(started.elapsed())
     );
     if v["fds_left_open"].as_f64().unwrap_or(0.0) > 0.0 {
-        bail!("the soak left {} descriptor(s) open", v["fds_left_open"]);
+        bail!("the soak left {} descriptor(s) open", n("fds_left_open"));
     }
     Ok(())
 }
