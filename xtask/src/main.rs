@@ -11,7 +11,8 @@
 //!   binary, over `ws://` (or `wss://` with the full pipeline, `--tls`);
 //!   fails on any FAILED case. `ci` runs both.
 //! - `bench`: ws-provider against a tuned tokio-tungstenite baseline in
-//!   interleaved rounds (`--quick`, `--json`); see `bench.rs`.
+//!   interleaved rounds (`--quick`, `--json`), a size sweep and a second
+//!   load generator; see `bench/mod.rs`.
 //! - `external-types`: `cargo-check-external-types` on ws-core (its public
 //!   API names no other crate's types but those its `Cargo.toml` allows), on
 //!   the nightly the tool reads; `ci` runs it.
@@ -75,22 +76,35 @@ fn ci(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    // The bench baseline is a workspace of its own (on the unpatched
-    // tungstenite): checked the same way.
-    let baseline = bench::BASELINE_MANIFEST;
+    // The bench baseline and the second load generator are workspaces of
+    // their own (on the unpatched crates.io releases): checked the same
+    // way, with the same licence rules.
     let target_dir = util::target_dir();
-    util::cargo(&["fmt", "--manifest-path", baseline, "--", "--check"])?;
-    util::cargo(&[
-        "clippy",
-        "--manifest-path",
-        baseline,
-        "--target-dir",
-        &target_dir.to_string_lossy(),
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    for manifest in [bench::BASELINE_MANIFEST, bench::PEER_MANIFEST] {
+        util::cargo(&["fmt", "--manifest-path", manifest, "--", "--check"])?;
+        util::cargo(&[
+            "clippy",
+            "--manifest-path",
+            manifest,
+            "--target-dir",
+            &target_dir.to_string_lossy(),
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        util::cargo(&[
+            "deny",
+            "--manifest-path",
+            manifest,
+            "--config",
+            "deny.toml",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ])?;
+    }
     // The workspace tests drive the debug binary with a Python client too.
     let python = e2e::python_venv(&util::root().join("target/e2e-venv"))?;
     let status = util::cargo_cmd()

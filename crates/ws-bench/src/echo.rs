@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::common::{Errors, Phase, Server, Window, open_many};
 use crate::conn::{Opened, Target};
-use crate::wire::{self, FrameReader, OP_BINARY, OP_CLOSE};
+use crate::wire::{self, FrameReader, OP_BINARY, OP_CLOSE, OP_TEXT};
 
 /// Parameters of a pipelined echo run.
 #[derive(Clone, Debug)]
@@ -27,6 +27,8 @@ pub(crate) struct EchoParams {
     pub(crate) window: usize,
     /// Payload bytes per message.
     pub(crate) size: usize,
+    /// Text frames (the payload is ASCII) instead of binary ones.
+    pub(crate) text: bool,
     /// Loopback source addresses to spread connections over.
     pub(crate) sources: usize,
     /// Time before measuring.
@@ -42,7 +44,10 @@ pub(crate) async fn run(target: Arc<Target>, p: EchoParams) -> Result<Value> {
     let conns = open_many(&target, p.conns, p.sources, 1, 64)
         .await
         .map_err(|(n, e)| anyhow!("opening connection {} failed: {e}", n + 1))?;
-    let frame = wire::client_frame(OP_BINARY, &wire::payload(p.size));
+    let frame = wire::client_frame(
+        if p.text { OP_TEXT } else { OP_BINARY },
+        &wire::payload(p.size),
+    );
     let batch: Arc<[u8]> = frame.repeat(p.window).into();
     let frame_len = frame.len();
     let phase = Arc::new(Phase::default());
@@ -68,7 +73,7 @@ pub(crate) async fn run(target: Arc<Target>, p: EchoParams) -> Result<Value> {
     out.insert("first_error".into(), json!(errors.first()));
     out.insert(
         "params".into(),
-        json!({"conns": p.conns, "window": p.window, "size": p.size}),
+        json!({"conns": p.conns, "window": p.window, "size": p.size, "text": p.text}),
     );
     Ok(Value::Object(out))
 }

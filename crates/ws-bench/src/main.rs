@@ -109,6 +109,9 @@ enum Scenario {
         /// Payload bytes per message.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Text messages (ASCII payload) instead of binary ones.
+        #[arg(long)]
+        text: bool,
     },
     /// Round-trip latency with one message in flight per connection.
     Pingpong {
@@ -120,6 +123,9 @@ enum Scenario {
         /// Payload bytes per message.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Text messages (ASCII payload) instead of binary ones.
+        #[arg(long)]
+        text: bool,
     },
     /// Connect → upgrade → close loops.
     Handshake {
@@ -248,6 +254,7 @@ fn run() -> Result<()> {
                 conns,
                 window,
                 size,
+                text,
             } => Some(
                 echo::run(
                     target(&common)?,
@@ -255,6 +262,7 @@ fn run() -> Result<()> {
                         conns,
                         window: window.max(1),
                         size,
+                        text,
                         sources: common.sources,
                         warmup: secs(common.warmup)?,
                         duration: secs(common.duration)?,
@@ -267,12 +275,14 @@ fn run() -> Result<()> {
                 common,
                 conns,
                 size,
+                text,
             } => Some(
                 pingpong::run(
                     target(&common)?,
                     pingpong::PingPongParams {
                         conns,
                         size,
+                        text,
                         warmup: secs(common.warmup)?,
                         duration: secs(common.duration)?,
                         server: common.server(),

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::common::{Errors, Phase, Server, Window, open_many};
 use crate::conn::{Opened, Target};
-use crate::wire::{self, FrameReader, OP_BINARY, OP_CLOSE};
+use crate::wire::{self, FrameReader, OP_BINARY, OP_CLOSE, OP_TEXT};
 
 /// Parameters of a latency run.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub(crate) struct PingPongParams {
     pub(crate) conns: usize,
     /// Payload bytes per message.
     pub(crate) size: usize,
+    /// Text frames (the payload is ASCII) instead of binary ones.
+    pub(crate) text: bool,
     /// Time before measuring.
     pub(crate) warmup: Duration,
     /// Measured time.
@@ -57,7 +59,11 @@ pub(crate) async fn run(target: Arc<Target>, p: PingPongParams) -> Result<Value>
     let conns = open_many(&target, p.conns, 1, 1, 16)
         .await
         .map_err(|(n, e)| anyhow!("opening connection {} failed: {e}", n + 1))?;
-    let frame: Arc<[u8]> = wire::client_frame(OP_BINARY, &wire::payload(p.size)).into();
+    let frame: Arc<[u8]> = wire::client_frame(
+        if p.text { OP_TEXT } else { OP_BINARY },
+        &wire::payload(p.size),
+    )
+    .into();
     let phase = Arc::new(Phase::default());
     let trips = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(Errors::default());
@@ -83,7 +89,10 @@ pub(crate) async fn run(target: Arc<Target>, p: PingPongParams) -> Result<Value>
     out.extend(percentiles_us(&all));
     out.insert("errors".into(), errors.count().into());
     out.insert("first_error".into(), json!(errors.first()));
-    out.insert("params".into(), json!({"conns": p.conns, "size": p.size}));
+    out.insert(
+        "params".into(),
+        json!({"conns": p.conns, "size": p.size, "text": p.text}),
+    );
     Ok(Value::Object(out))
 }
 

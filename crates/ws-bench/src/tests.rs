@@ -95,6 +95,7 @@ async fn echo_counts_pipelined_messages() {
             conns: 4,
             window: 8,
             size: 300,
+            text: true,
             sources: 1,
             warmup: SHORT,
             duration: SHORT,
@@ -116,6 +117,7 @@ async fn pingpong_fills_the_histogram() {
         pingpong::PingPongParams {
             conns: 2,
             size: 64,
+            text: false,
             warmup: SHORT,
             duration: SHORT,
             server: me(),
