@@ -1,6 +1,8 @@
 //! Architecture invariants, enforced by a test rather than by review:
-//! the direction of dependencies between the workspace crates, the plug-in
-//! boundary of `ws-core`, and a `//!` doc comment at the top of every file.
+//! the direction of dependencies between the workspace crates (the runtime
+//! does not depend on `ws-auth`, the CLI's library pulls no demo
+//! component), the plug-in boundary of `ws-core`, and a `//!` doc comment
+//! at the top of every file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -124,7 +126,7 @@ fn dependency_direction() {
         "ws-core depends on a workspace crate"
     );
     // The logic crates know nothing of the runtime or the CLI.
-    for logic in ["ws-routing", "ws-ratelimit", "ws-auth", "ws-broker"] {
+    for logic in ["ws-routing", "ws-ratelimit", "ws-broker"] {
         if !deps.contains_key(logic) {
             continue;
         }
@@ -133,8 +135,51 @@ fn dependency_direction() {
             assert!(!l.contains(banned), "{logic} depends on {banned}");
         }
     }
-    // The runtime does not depend on the CLI.
-    assert!(!local("ws-runtime").contains("ws-cli"));
+    // Authentication plugs into the runtime's seam (`Authenticate`): ws-auth
+    // may depend on ws-runtime, never the other way round, so the runtime
+    // carries no session store, token library or HTTP client.
+    assert!(
+        !local("ws-auth").contains("ws-cli"),
+        "ws-auth depends on ws-cli"
+    );
+    let runtime = transitive(&deps, "ws-runtime");
+    for banned in [
+        "ws-auth",
+        "ws-cli",
+        "sqlx",
+        "redis",
+        "jsonwebtoken",
+        "hyper-rustls",
+    ] {
+        assert!(!runtime.contains(banned), "ws-runtime depends on {banned}");
+    }
+}
+
+#[test]
+fn the_cli_library_pulls_no_demo_component() {
+    // demo-echo is only for the stock `ws-cli` binary: an optional
+    // dependency behind the `demo` feature, which an application's own
+    // binary turns off.
+    let meta = metadata();
+    let cli = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ws-cli")
+        .expect("ws-cli is a workspace package");
+    for dep in cli["dependencies"].as_array().unwrap() {
+        if dep["name"] == "demo-echo" && dep["kind"].is_null() {
+            assert_eq!(
+                dep["optional"], true,
+                "demo-echo must be optional in ws-cli"
+            );
+        }
+    }
+    assert_eq!(
+        cli["features"]["demo"],
+        serde_json::json!(["dep:demo-echo"]),
+        "ws-cli's `demo` feature"
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

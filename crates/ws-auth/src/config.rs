@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+pub use ws_runtime::OnSessionEnd;
 
 /// One `[[aspect]]` table.
 ///
@@ -25,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// credential = { cookie = "fe_typo_user" }
 /// on_error = "anonymous"
 /// revalidate_every = "30s"
+/// on_end = "close"
 ///
 /// [aspect.redis]
 /// url = "redis://127.0.0.1:6379"
@@ -45,6 +47,9 @@ pub struct AspectConfig {
     /// again (`"0s"` or absent: never periodically). Not allowed for `jwt`,
     /// whose tokens end at their `exp` without any check.
     pub revalidate_every: Option<Duration>,
+    /// `on_end`: what ending the session (logout, deletion, expiry) does to
+    /// an open connection: `"close"` (default, 1008) or `"downgrade"`.
+    pub on_end: OnSessionEnd,
     /// The one source table: `jwt`, `redis`, `sql` or `http`.
     pub source: SourceConfig,
 }
@@ -510,8 +515,16 @@ impl AspectConfig {
             credential,
             on_error: OnError::default(),
             revalidate_every: None,
+            on_end: OnSessionEnd::default(),
             source,
         }
+    }
+
+    /// Sets `on_end`.
+    #[must_use]
+    pub fn on_end(mut self, on_end: OnSessionEnd) -> Self {
+        self.on_end = on_end;
+        self
     }
 
     /// Sets `on_error`.
@@ -575,6 +588,8 @@ struct RawAspect {
         skip_serializing_if = "Option::is_none"
     )]
     revalidate_every: Option<Duration>,
+    #[serde(default, with = "on_end")]
+    on_end: OnSessionEnd,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jwt: Option<JwtConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -612,6 +627,7 @@ impl TryFrom<RawAspect> for AspectConfig {
             credential: raw.credential,
             on_error: raw.on_error,
             revalidate_every: raw.revalidate_every,
+            on_end: raw.on_end,
             source,
         })
     }
@@ -624,6 +640,7 @@ impl From<AspectConfig> for RawAspect {
             credential: c.credential,
             on_error: c.on_error,
             revalidate_every: c.revalidate_every,
+            on_end: c.on_end,
             jwt: None,
             redis: None,
             sql: None,
@@ -738,6 +755,24 @@ mod duration {
         humantime::parse_duration(s).map_err(|e| {
             format!("`{s}` is not a duration ({e}); write it like \"10s\", \"500ms\" or \"2m\"")
         })
+    }
+}
+
+/// The runtime's [`OnSessionEnd`], as `"close"` or `"downgrade"`.
+mod on_end {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+    use ws_runtime::OnSessionEnd;
+
+    pub(super) fn serialize<S: Serializer>(v: &OnSessionEnd, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OnSessionEnd, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(|e: ws_runtime::ConfigError| {
+                serde::de::Error::custom(format!("on_end {}", e.reason))
+            })
     }
 }
 

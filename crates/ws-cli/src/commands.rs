@@ -41,14 +41,16 @@ fn load(args: &ConfigArgs) -> Result<Effective> {
     Effective::load(args.config.as_deref(), &args.overrides())
 }
 
-/// Builds the server (on the async runtime: aspects' sources are set up
-/// there).
+/// Builds the server (on the async runtime: the aspects' sources are set
+/// up there).
 async fn build(
     components: Vec<Arc<dyn Component>>,
     eff: &Effective,
     hub: Option<ws_core::Hub>,
 ) -> Result<Server> {
-    let mut builder = Server::builder().config(eff.server_config()?);
+    let mut builder = Server::builder()
+        .config(eff.server_config()?)
+        .authenticator(eff.authenticator().await?);
     if let Some(hub) = hub {
         builder = builder.hub(hub);
     }
@@ -56,8 +58,7 @@ async fn build(
         builder = builder.component_arc(c);
     }
     builder
-        .build_async()
-        .await
+        .build()
         .with_context(|| format!("cannot set up the server ({})", eff.source))
 }
 
@@ -155,7 +156,7 @@ pub(crate) fn check_config(args: &ConfigArgs) -> ExitCode {
         let eff = load(args)?;
         // Key files, environment variables, URLs and templates of the
         // aspects; no session store is contacted.
-        small_runtime()?.block_on(eff.check_aspects())?;
+        small_runtime()?.block_on(eff.authenticator())?;
         let mut shown = eff.file.clone();
         shown.server.state_dir = Some(eff.state_dir());
         if !shown.admin.key.is_empty() {
@@ -263,10 +264,10 @@ async fn serve(
     }
     for a in &eff.file.aspect {
         tracing::info!(
-            aspect = %a.config.name,
-            source = a.config.source.kind(),
-            on_error = ?a.config.on_error,
-            on_end = %a.on_end,
+            aspect = %a.0.name,
+            source = a.0.source.kind(),
+            on_error = ?a.0.on_error,
+            on_end = %a.0.on_end,
             "authentication aspect"
         );
     }

@@ -41,68 +41,26 @@ pub struct FileConfig {
 
 /// One `[[aspect]]` table: the `ws-auth` aspect configuration
 /// ([`ws_auth::AspectConfig`]: `name`, `credential`, `on_error`,
-/// `revalidate_every` and one source table) plus the runtime's `on_end`
-/// (`"close"`, the default, or `"downgrade"`).
+/// `revalidate_every`, `on_end` and one source table).
 ///
 /// Errors inside the table are reported with the aspect's name. Secrets
 /// (store URLs, HMAC keys) serialize as `<redacted>`, so `check-config`
 /// shows none.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AspectSection {
-    /// `on_end`: what ending a session does to an open connection.
-    pub on_end: ws_runtime::OnSessionEnd,
-    /// Everything else.
-    pub config: ws_auth::AspectConfig,
-}
-
-impl Serialize for AspectSection {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let mut table = match toml::Value::try_from(&self.config).map_err(S::Error::custom)? {
-            toml::Value::Table(t) => t,
-            _ => return Err(S::Error::custom("an aspect serializes as a table")),
-        };
-        // Next to the other keys of the aspect, before its source table.
-        let mut out = toml::Table::new();
-        let source = ["jwt", "redis", "sql", "http"];
-        for (k, v) in table.iter().filter(|(k, _)| !source.contains(&k.as_str())) {
-            out.insert(k.clone(), v.clone());
-        }
-        out.insert(
-            "on_end".to_owned(),
-            toml::Value::String(self.on_end.as_str().to_owned()),
-        );
-        for k in source {
-            if let Some(v) = table.remove(k) {
-                out.insert(k.to_owned(), v);
-            }
-        }
-        out.serialize(s)
-    }
-}
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct AspectSection(pub ws_auth::AspectConfig);
 
 impl<'de> Deserialize<'de> for AspectSection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let mut table = toml::Table::deserialize(d)?;
+        let table = toml::Table::deserialize(d)?;
         let name = match table.get("name") {
             Some(toml::Value::String(n)) => format!("aspect `{n}`"),
             _ => "an [[aspect]] table".to_owned(),
         };
-        let on_end = match table.remove("on_end") {
-            None => ws_runtime::OnSessionEnd::default(),
-            Some(toml::Value::String(v)) => v.parse().map_err(|e: ws_runtime::ConfigError| {
-                D::Error::custom(format!("{name}: on_end {}", e.reason))
-            })?,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "{name}: on_end must be \"close\" or \"downgrade\", got {other}"
-                )));
-            }
-        };
-        let config = ws_auth::AspectConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| D::Error::custom(format!("{name}: {}", e.to_string().trim_end())))?;
-        Ok(Self { on_end, config })
+        ws_auth::AspectConfig::deserialize(toml::Value::Table(table))
+            .map(Self)
+            .map_err(|e| D::Error::custom(format!("{name}: {}", e.to_string().trim_end())))
     }
 }
 
@@ -566,13 +524,11 @@ impl Effective {
                 p
             })
             .collect();
-        c.aspects = self
-            .file
-            .aspect
-            .iter()
-            .map(|a| ws_runtime::AspectSettings::new(a.config.clone()).on_end(a.on_end))
-            .collect();
-        if let Err(e) = c.validate() {
+        let aspects: Vec<&str> = self.file.aspect.iter().map(|a| a.0.name.as_str()).collect();
+        if let Err(e) = c
+            .validate()
+            .and_then(|()| c.check_required_aspects(&aspects))
+        {
             match &e.route {
                 Some(path) => bail!(
                     "{}: `route.{}` of the [[route]] for {path:?}: {}",
@@ -589,20 +545,20 @@ impl Effective {
         Ok(c)
     }
 
-    /// Checks every `[[aspect]]` as the server will use it: key files,
-    /// environment variables, URLs and templates (no session store is
-    /// contacted). Must run on a Tokio runtime.
+    /// The authenticator of every `[[aspect]]`, as the server uses it: key
+    /// files, environment variables, URLs and templates are checked, pools
+    /// prepared (no session store is contacted). Must run on a Tokio
+    /// runtime.
     ///
     /// # Errors
     /// The first aspect that cannot work, naming the file, the aspect and
     /// the key.
-    pub async fn check_aspects(&self) -> Result<()> {
+    pub async fn authenticator(&self) -> Result<ws_auth::Authenticator> {
         let configs: Vec<ws_auth::AspectConfig> =
-            self.file.aspect.iter().map(|a| a.config.clone()).collect();
-        if let Err(e) = ws_auth::Authenticator::new(&configs).await {
-            bail!("{}: {e}", self.source);
-        }
-        Ok(())
+            self.file.aspect.iter().map(|a| a.0.clone()).collect();
+        ws_auth::Authenticator::new(&configs)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.source))
     }
 
     /// The state directory: configured, or `$XDG_RUNTIME_DIR/ws-provider`,
@@ -760,15 +716,15 @@ mod tests {
             expires_at: Some("e".into()),
             properties: Some(vec!["p".into()]),
         };
-        let aspect = |credential, source| AspectSection {
-            on_end: ws_runtime::OnSessionEnd::Downgrade,
-            config: AspectConfig {
+        let aspect = |credential, source| {
+            AspectSection(AspectConfig {
                 name: "a".into(),
                 credential,
                 on_error: OnError::Reject,
                 revalidate_every: Some(d),
+                on_end: ws_runtime::OnSessionEnd::Downgrade,
                 source,
-            },
+            })
         };
         vec![
             aspect(
@@ -852,16 +808,25 @@ key_env = "WS_TEST_JWT_SECRET"
 "#;
         let f = parse(text).unwrap();
         assert_eq!(f.aspect.len(), 2);
-        assert_eq!(f.aspect[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
-        assert_eq!(f.aspect[1].on_end, ws_runtime::OnSessionEnd::Close);
-        assert_eq!(f.aspect[0].config.name, "frontend.user");
+        assert_eq!(f.aspect[0].0.on_end, ws_runtime::OnSessionEnd::Downgrade);
+        assert_eq!(f.aspect[1].0.on_end, ws_runtime::OnSessionEnd::Close);
+        assert_eq!(f.aspect[0].0.name, "frontend.user");
         let eff = Effective {
             file: f.clone(),
             source: Source::Defaults,
         };
-        let rt = eff.server_config().unwrap();
-        assert_eq!(rt.aspects.len(), 2);
-        assert_eq!(rt.aspects[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
+        eff.server_config().unwrap();
+        // The server gets on_end through the authenticator (the Redis one
+        // connects lazily: nothing is contacted here).
+        let auth = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(ws_auth::Authenticator::new(&[f.aspect[0].0.clone()]))
+            .unwrap();
+        let aspects = ws_runtime::Authenticate::aspects(&auth);
+        assert_eq!(aspects.len(), 1);
+        assert_eq!(aspects[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
         // Printed (check-config): the password is redacted, on_end shown.
         let printed = toml::to_string_pretty(&f).unwrap();
         assert!(!printed.contains("hunter2"), "{printed}");
@@ -918,7 +883,7 @@ key_env = "WS_TEST_JWT_SECRET"
             file,
             source: Source::File("w.toml".into()),
         };
-        let e = format!("{:#}", eff.check_aspects().await.unwrap_err());
+        let e = format!("{:#}", eff.authenticator().await.unwrap_err());
         assert!(
             e.contains("w.toml")
                 && e.contains("aspect `fe`")
@@ -930,7 +895,7 @@ key_env = "WS_TEST_JWT_SECRET"
             file: FileConfig::default(),
             source: Source::Defaults,
         }
-        .check_aspects()
+        .authenticator()
         .await
         .unwrap();
     }

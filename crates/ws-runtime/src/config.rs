@@ -123,10 +123,6 @@ pub struct ServerConfig {
     pub tls: Option<TlsSettings>,
     /// `[[route]]`: per-route overrides, keyed by route path.
     pub routes: Vec<RoutePolicy>,
-    /// `[[aspect]]`: who is on each connection (see [`AspectSettings`]).
-    /// Empty (the default): no authentication stage at all, and components
-    /// see no aspect (every `conn.aspect(name)` is anonymous).
-    pub aspects: Vec<AspectSettings>,
 }
 
 impl Default for ServerConfig {
@@ -162,7 +158,6 @@ impl Default for ServerConfig {
             require_origin: false,
             tls: None,
             routes: Vec::new(),
-            aspects: Vec::new(),
         }
     }
 }
@@ -282,8 +277,9 @@ pub struct RoutePolicy {
     /// `max_connections`: open connections on this route (0: no route-level
     /// cap). The server-wide limits still apply on top.
     pub max_connections: Option<u32>,
-    /// `require`: aspects (by name, each configured in `[[aspect]]`) that
-    /// must all be logged in on this route. A handshake where any of them is
+    /// `require`: aspects (by name, each one the server's
+    /// [`Authenticate`](crate::Authenticate) has) that must all be logged
+    /// in on this route. A handshake where any of them is
     /// anonymous is refused with 401 before the upgrade, naming the aspect.
     /// Empty (the default): anonymous visitors are welcome.
     pub require: Vec<String>,
@@ -301,49 +297,6 @@ impl RoutePolicy {
             path: path.into(),
             ..Self::default()
         }
-    }
-}
-
-/// One `[[aspect]]` table as the runtime takes it: the aspect's
-/// configuration for `ws-auth` plus what the runtime does when a session of
-/// it ends while the connection is open.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct AspectSettings {
-    /// The aspect: name, credential, source, `on_error`,
-    /// `revalidate_every` (checked by [`ws_auth::Authenticator::new`] when
-    /// the server is built).
-    pub auth: ws_auth::AspectConfig,
-    /// `on_end`: what ending the session (logout, deletion, expiry) does to
-    /// an open connection.
-    pub on_end: OnSessionEnd,
-}
-
-impl AspectSettings {
-    /// The aspect `auth`, closing connections when its session ends.
-    pub fn new(auth: ws_auth::AspectConfig) -> Self {
-        Self {
-            auth,
-            on_end: OnSessionEnd::default(),
-        }
-    }
-
-    /// Sets `on_end`.
-    #[must_use]
-    pub fn on_end(mut self, on_end: OnSessionEnd) -> Self {
-        self.on_end = on_end;
-        self
-    }
-
-    /// The aspect's name.
-    pub fn name(&self) -> &str {
-        &self.auth.name
-    }
-}
-
-impl From<ws_auth::AspectConfig> for AspectSettings {
-    fn from(auth: ws_auth::AspectConfig) -> Self {
-        Self::new(auth)
     }
 }
 
@@ -572,31 +525,44 @@ impl ServerConfig {
                 OriginPolicy::parse(origins, false)
                     .map_err(|e| e.within_route(Some(&route.path)))?;
             }
-            self.check_requirement(route)?;
+            Self::check_requirement(route)?;
         }
         Ok(())
     }
 
-    /// Checks a route's `require` and `require_groups` against the
-    /// configured aspects.
-    fn check_requirement(&self, route: &RoutePolicy) -> Result<(), ConfigError> {
-        let in_route = |key, reason: String| ConfigError::in_route(route.path.clone(), key, reason);
-        for name in &route.require {
-            if !self.aspects.iter().any(|a| a.name() == name) {
-                let names: Vec<&str> = self.aspects.iter().map(AspectSettings::name).collect();
-                return Err(in_route(
-                    "require",
-                    format!(
-                        "names the aspect {name:?}, which is not configured; the aspects are: {}",
-                        if names.is_empty() {
-                            "(none; add an [[aspect]] table)".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                ));
+    /// Checks that every route's `require` names one of `aspects` (the
+    /// names the server's [`Authenticate`](crate::Authenticate) has).
+    /// [`ServerBuilder::build`](crate::ServerBuilder::build) checks this
+    /// with the authenticator it is given.
+    ///
+    /// # Errors
+    /// The first `require` entry that names no aspect, with the route.
+    pub fn check_required_aspects(&self, aspects: &[&str]) -> Result<(), ConfigError> {
+        for route in &self.routes {
+            for name in &route.require {
+                if !aspects.contains(&name.as_str()) {
+                    return Err(ConfigError::in_route(
+                        route.path.clone(),
+                        "require",
+                        format!(
+                            "names the aspect {name:?}, which is not configured; the aspects are: {}",
+                            if aspects.is_empty() {
+                                "(none; add an [[aspect]] table)".to_owned()
+                            } else {
+                                aspects.join(", ")
+                            }
+                        ),
+                    ));
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Checks a route's `require_groups` (its `require` is checked against
+    /// the aspects by [`check_required_aspects`](Self::check_required_aspects)).
+    fn check_requirement(route: &RoutePolicy) -> Result<(), ConfigError> {
+        let in_route = |key, reason: String| ConfigError::in_route(route.path.clone(), key, reason);
         if !route.require_groups.is_empty() && route.require.is_empty() {
             return Err(in_route(
                 "require_groups",
@@ -733,19 +699,11 @@ mod tests {
             routes: vec![route],
             ..ServerConfig::default()
         };
-        let e = c.validate().unwrap_err();
+        c.validate().unwrap();
+        let e = c.check_required_aspects(&[]).unwrap_err();
         assert_eq!((e.key, e.route.as_deref()), ("require", Some("/chat")));
         assert!(e.reason.contains("frontend.user"), "{e}");
-        c.aspects
-            .push(AspectSettings::new(ws_auth::AspectConfig::new(
-                "frontend.user",
-                ws_auth::Credential::Bearer,
-                ws_auth::SourceConfig::Jwt(ws_auth::JwtConfig::new(
-                    ws_auth::JwtAlgorithm::HS256,
-                    "/nonexistent",
-                )),
-            )));
-        c.validate().unwrap();
+        c.check_required_aspects(&["frontend.user"]).unwrap();
         c.routes[0].require_groups = vec![String::new()];
         assert_eq!(c.validate().unwrap_err().key, "require_groups");
         c.routes[0].require.clear();

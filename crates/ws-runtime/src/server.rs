@@ -32,6 +32,7 @@ use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
 
 use crate::accept;
 use crate::auth::{self, Auth, HeldRevalidators};
+use crate::authenticate::{Authenticate, Revalidate};
 use crate::client_addr::{ClientAddrResolver, TrustedProxies};
 use crate::config::{ConfigError, ServerConfig};
 use crate::handshake::{self, Answer, Kind};
@@ -60,19 +61,6 @@ pub enum BuildError {
     /// A TLS file is missing, unreadable or does not fit.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// An `[[aspect]]` cannot work (a missing key file, an unset
-    /// environment variable, a bad URL, …); the error names the aspect and
-    /// the key.
-    #[error(transparent)]
-    Aspect(#[from] ws_auth::ConfigError),
-    /// Aspects are configured but the server was built with
-    /// [`ServerBuilder::build`]: their sources are set up on the async
-    /// runtime, by [`ServerBuilder::build_async`].
-    #[error(
-        "{0} aspect(s) configured ([[aspect]]): build the server with \
-         `ServerBuilder::build_async` (their sources are set up on the async runtime)"
-    )]
-    AspectsNeedAsyncBuild(usize),
 }
 
 /// Collects components, settings and handshake layers;
@@ -84,6 +72,7 @@ pub struct ServerBuilder {
     layers: Vec<BoxedLayer>,
     hub: Option<Hub>,
     budget: Option<MemoryBudget>,
+    authenticator: Option<Arc<dyn Authenticate>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -116,6 +105,19 @@ impl ServerBuilder {
     #[must_use]
     pub fn hub(mut self, hub: Hub) -> Self {
         self.hub = Some(hub);
+        self
+    }
+
+    /// Resolves who is on each connection with `authenticator` (`ws-auth`'s
+    /// `Authenticator` in the stock server): its aspects are resolved at
+    /// every handshake for a mounted route, after the connection limits;
+    /// the routes' `require` and `require_groups` are enforced (401, 403);
+    /// open sessions are re-checked and end by each aspect's `on_end`.
+    /// Without one (the default), or with one that has no aspect, the
+    /// pipeline has no authentication stage.
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: impl Authenticate) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
         self
     }
 
@@ -183,44 +185,21 @@ impl ServerBuilder {
     /// Checks the settings, builds the route table, resolves the `[[route]]`
     /// entries, loads the TLS files and assembles the handshake pipeline.
     ///
-    /// For a server without `[[aspect]]`s; with aspects, use
-    /// [`build_async`](Self::build_async).
-    ///
     /// # Errors
     /// A setting out of range, an invalid route, two components on
     /// conflicting routes (the error names both), a `[[route]]` entry naming
-    /// no route, or a TLS file that is missing, unreadable or mismatched
-    /// (the error names the file); [`BuildError::AspectsNeedAsyncBuild`]
-    /// when aspects are configured.
+    /// no route, a route's `require` naming an aspect the
+    /// [`authenticator`](Self::authenticator) does not have, or a TLS file
+    /// that is missing, unreadable or mismatched (the error names the file).
     pub fn build(self) -> Result<Server, BuildError> {
-        if !self.config.aspects.is_empty() {
-            return Err(BuildError::AspectsNeedAsyncBuild(self.config.aspects.len()));
-        }
-        self.build_with(None)
-    }
-
-    /// Does what [`build`](Self::build) does and also sets up the
-    /// `[[aspect]]`s ([`ServerConfig::aspects`]): reads their key files and
-    /// environment variables, parses their URLs and templates, prepares
-    /// (lazy) connection pools. Connects to no session store: one that is
-    /// down is handled per handshake, by the aspect's `on_error`. Must run
-    /// on a Tokio runtime.
-    ///
-    /// # Errors
-    /// What `build` reports, and [`BuildError::Aspect`] for an aspect that
-    /// cannot work, naming the aspect and the key (and file or variable).
-    pub async fn build_async(self) -> Result<Server, BuildError> {
-        self.config.validate()?;
-        let auth = Auth::new(&self.config.aspects).await?;
-        self.build_with(auth)
-    }
-
-    fn build_with(self, auth: Option<Arc<Auth>>) -> Result<Server, BuildError> {
         let config = self.config;
         let hub = self
             .hub
             .unwrap_or_else(|| Hub::new(LocalHub::new(config.slow_subscriber)));
         config.validate()?;
+        let auth = self.authenticator.and_then(Auth::new);
+        let aspects: Vec<&str> = auth.iter().flat_map(|a| a.names()).collect();
+        config.check_required_aspects(&aspects)?;
         let mut routes = RouteTableBuilder::new(&config.route_prefix)?;
         let mut components = Vec::with_capacity(self.components.len());
         for (index, c) in self.components.into_iter().enumerate() {
@@ -929,7 +908,7 @@ struct Upgrading {
     info: HandshakeInfo,
     index: usize,
     permits: Vec<ConnectionPermit>,
-    revalidators: Vec<ws_auth::Revalidator>,
+    revalidators: Vec<Box<dyn Revalidate>>,
 }
 
 /// What a session holds until it has ended, `on_close` included.

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use ws_auth::{
-    AspectConfig, Credential, HttpConfig, JwtAlgorithm, JwtConfig, OnError, RedisConfig,
-    SourceConfig, SqlConfig,
+    AspectConfig, Authenticator, Credential, HttpConfig, JwtAlgorithm, JwtConfig, OnError,
+    RedisConfig, SourceConfig, SqlConfig,
 };
 use ws_core::{BoxError, Component, Connection, Message};
-use ws_runtime::{AspectSettings, BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
+use ws_runtime::{BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
 use ws_tests::redis::Redis;
 use ws_tests::{
     TestServer, body_of, connect_with, expect_close, header_of, next_text, raw_exchange, send,
@@ -135,21 +135,26 @@ impl Component for Recorder {
     }
 }
 
+/// The authenticator of `aspects`, as the server gets it.
+async fn authenticator(aspects: &[AspectConfig]) -> Authenticator {
+    Authenticator::new(aspects).await.expect("aspects set up")
+}
+
 async fn start(
-    aspects: Vec<AspectSettings>,
+    aspects: Vec<AspectConfig>,
     routes: Vec<RoutePolicy>,
     recorder: Option<Arc<Recorder>>,
 ) -> TestServer {
     let mut config = ServerConfig::default();
-    config.aspects = aspects;
     config.routes = routes;
     let mut builder = Server::builder()
         .component(demo_echo::Whoami)
-        .config(config);
+        .config(config)
+        .authenticator(authenticator(&aspects).await);
     if let Some(r) = recorder {
         builder = builder.component_arc(r);
     }
-    TestServer::serve(builder.build_async().await.expect("server builds")).await
+    TestServer::serve(builder.build().expect("server builds")).await
 }
 
 /// What `whoami` (or the recorder) says about `frontend.user`.
@@ -168,7 +173,7 @@ async fn connect_cookie(srv: &TestServer, path: &str, cookie: &str) -> ws_tests:
 #[tokio::test]
 async fn jwt_in_a_cookie_logs_in() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, &format!("other=1; fe_token={}", token(300))).await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -180,7 +185,7 @@ async fn jwt_in_a_cookie_logs_in() {
 #[tokio::test]
 async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
     let mut ws = srv.connect(WHOAMI).await;
     let me = ask(&mut ws).await;
     assert_eq!(
@@ -192,7 +197,7 @@ async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
 #[tokio::test]
 async fn expired_malformed_and_forged_tokens_are_anonymous() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
     let forged = sign_with(
         "another-secret-entirely-0123456789",
         &json!({"sub": "1", "exp": now() + 300}),
@@ -215,7 +220,7 @@ async fn redis_session_logs_in_and_logout_closes_with_1008() {
         "EX",
         "120",
     ]);
-    let srv = start(vec![redis_aspect(&redis.url()).into()], vec![], None).await;
+    let srv = start(vec![redis_aspect(&redis.url())], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -250,7 +255,7 @@ async fn redis_change_updates_the_aspect_and_calls_the_hook() {
     ]);
     let recorder = Arc::new(Recorder::default());
     let srv = start(
-        vec![redis_aspect(&redis.url()).into()],
+        vec![redis_aspect(&redis.url())],
         vec![],
         Some(Arc::clone(&recorder)),
     )
@@ -277,7 +282,7 @@ async fn store_down_with_reject_is_503_naming_the_aspect() {
     // Nothing listens on this port: the store is down.
     let url = format!("redis://127.0.0.1:{}", ws_tests::free_port());
     let reject = redis_aspect(&url).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
         srv.addr,
         upgrade_request(WHOAMI, "Cookie: sid=abc\r\n").as_bytes(),
@@ -299,7 +304,7 @@ async fn store_down_with_reject_is_503_naming_the_aspect() {
     assert_eq!(status_of(&resp), 404, "{resp}");
 
     // The default, on_error = "anonymous": the handshake goes on.
-    let srv = start(vec![redis_aspect(&url).into()], vec![], None).await;
+    let srv = start(vec![redis_aspect(&url)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
@@ -311,7 +316,7 @@ async fn store_failing_while_connected_with_reject_closes_with_1013() {
     };
     redis.command(&["SET", "sess:abc", r#"{"id": 7}"#, "EX", "120"]);
     let reject = redis_aspect(&redis.url()).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     assert_eq!(ask(&mut ws).await["logged_in"], true);
     redis.stop();
@@ -324,7 +329,7 @@ async fn route_require_is_401_for_anonymous_and_101_when_logged_in() {
     let secret = SecretFile::new();
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec![ASPECT.into()];
-    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![route], None).await;
+    let srv = start(vec![cookie_jwt(&secret.0)], vec![route], None).await;
     assert_eq!(srv.server.routes()[0].require, [ASPECT]);
     for extra in [String::new(), "Cookie: fe_token=garbage\r\n".to_owned()] {
         let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, &extra).as_bytes(), LIMIT).await;
@@ -354,7 +359,7 @@ async fn bearer_aspects_answer_401_with_www_authenticate() {
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec![ASPECT.into()];
     let aspect = jwt_aspect(&secret.0, Credential::Bearer);
-    let srv = start(vec![aspect.into()], vec![route], None).await;
+    let srv = start(vec![aspect], vec![route], None).await;
     let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, "").as_bytes(), LIMIT).await;
     assert_eq!(status_of(&resp), 401, "{resp}");
     assert_eq!(
@@ -378,7 +383,7 @@ async fn require_groups_is_403_outside_the_groups() {
     editors.require = vec![ASPECT.into()];
     editors.require_groups = vec!["admins".into(), "editors".into()];
     let srv = start(
-        vec![cookie_jwt(&secret.0).into()],
+        vec![cookie_jwt(&secret.0)],
         vec![admins, editors],
         Some(Arc::default()),
     )
@@ -402,7 +407,7 @@ async fn require_groups_is_403_outside_the_groups() {
 #[tokio::test]
 async fn a_jwt_closes_the_connection_at_its_exp() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
     let exp = now() + 2;
     let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": exp}));
     let mut ws = connect_cookie(&srv, WHOAMI, &format!("fe_token={jwt}")).await;
@@ -443,15 +448,14 @@ async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
 
     let secret = SecretFile::new();
     let mut config = ServerConfig::default();
-    config.aspects = vec![cookie_jwt(&secret.0).into()];
     // No message-rate limit: only the session's end may close.
     config.max_messages_per_second = 0;
     config.max_messages_per_address_per_second = 0;
     let server = Server::builder()
         .component(Silent)
         .config(config)
-        .build_async()
-        .await
+        .authenticator(authenticator(&[cookie_jwt(&secret.0)]).await)
+        .build()
         .expect("server builds");
     let srv = TestServer::serve(server).await;
     let exp = now() + 2;
@@ -510,7 +514,7 @@ async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
 async fn downgrade_keeps_the_connection_and_calls_the_hook() {
     let secret = SecretFile::new();
     let recorder = Arc::new(Recorder::default());
-    let aspect = AspectSettings::new(cookie_jwt(&secret.0)).on_end(OnSessionEnd::Downgrade);
+    let aspect = cookie_jwt(&secret.0).on_end(OnSessionEnd::Downgrade);
     let srv = start(vec![aspect], vec![], Some(Arc::clone(&recorder))).await;
     let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": now() + 2}));
     let mut ws = connect_cookie(&srv, "/rec", &format!("fe_token={jwt}")).await;
@@ -535,7 +539,7 @@ async fn a_protocol_credential_is_never_echoed_back() {
             prefix: "bearer.".into(),
         },
     );
-    let srv = start(vec![aspect.into()], vec![], Some(Arc::default())).await;
+    let srv = start(vec![aspect], vec![], Some(Arc::default())).await;
     let jwt = token(300);
     let entry = format!("bearer.{jwt}");
     // The token entry first: still not chosen; the route's `chat` is.
@@ -574,15 +578,10 @@ async fn a_protocol_credential_is_never_echoed_back() {
 
 #[tokio::test]
 async fn configuration_errors_name_the_aspect_and_the_key() {
-    let mut config = ServerConfig::default();
-    config.aspects = vec![cookie_jwt(Path::new("/nonexistent/jwt.secret")).into()];
-    let e = Server::builder()
-        .component(demo_echo::Whoami)
-        .config(config.clone())
-        .build_async()
+    // An aspect that cannot work fails before the server is built.
+    let e = Authenticator::new(&[cookie_jwt(Path::new("/nonexistent/jwt.secret"))])
         .await
         .unwrap_err();
-    assert!(matches!(e, BuildError::Aspect(_)), "{e:?}");
     let text = e.to_string();
     assert!(
         text.contains("`frontend.user`")
@@ -590,22 +589,17 @@ async fn configuration_errors_name_the_aspect_and_the_key() {
             && text.contains("/nonexistent/jwt.secret"),
         "{text}"
     );
-    // The synchronous build cannot set up aspects, and says what to use.
-    let e = Server::builder()
-        .component(demo_echo::Whoami)
-        .config(config.clone())
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("build_async"), "{e}");
     // A route requiring an aspect that is not configured.
+    let secret = SecretFile::new();
+    let mut config = ServerConfig::default();
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec!["backend.user".into()];
     config.routes = vec![route];
     let e = Server::builder()
         .component(demo_echo::Whoami)
         .config(config)
-        .build_async()
-        .await
+        .authenticator(authenticator(&[cookie_jwt(&secret.0)]).await)
+        .build()
         .unwrap_err();
     let BuildError::Config(e) = e else {
         panic!("{e:?}")
@@ -670,7 +664,7 @@ async fn sqlite_session_logs_in_and_others_are_anonymous() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("sessions.sqlite");
     sqlite_sessions(&path).await;
-    let srv = start(vec![sql_aspect(&path).into()], vec![], None).await;
+    let srv = start(vec![sql_aspect(&path)], vec![], None).await;
 
     let mut ws = connect_cookie(&srv, WHOAMI, "theme=dark; sid=live").await;
     let me = ask(&mut ws).await;
@@ -703,7 +697,7 @@ async fn sqlite_missing_database_is_503_under_reject_else_anonymous() {
     let dir = tempfile::tempdir().expect("temp dir");
     let gone = dir.path().join("missing.sqlite");
     let reject = sql_aspect(&gone).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
         srv.addr,
         upgrade_request(WHOAMI, "Cookie: sid=live\r\n").as_bytes(),
@@ -718,7 +712,7 @@ async fn sqlite_missing_database_is_503_under_reject_else_anonymous() {
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 
     // The default, on_error = "anonymous".
-    let srv = start(vec![sql_aspect(&gone).into()], vec![], None).await;
+    let srv = start(vec![sql_aspect(&gone)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=live").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
@@ -826,7 +820,7 @@ fn http_aspect(url: &str) -> AspectConfig {
 #[tokio::test]
 async fn http_callback_forwards_the_cookie_and_logs_in() {
     let app = App::start().await;
-    let srv = start(vec![http_aspect(&app.url()).into()], vec![], None).await;
+    let srv = start(vec![http_aspect(&app.url())], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "theme=dark; sess=good").await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -849,7 +843,7 @@ async fn http_callback_forwards_the_cookie_and_logs_in() {
     assert_eq!(app.cookies.lock().expect("lock").len(), 2);
     // A 401 is an answer, not a failure: no 503 even under reject.
     let reject = http_aspect(&app.url()).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sess=gone").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
@@ -859,7 +853,7 @@ async fn http_application_down_is_503_under_reject_else_anonymous() {
     // Nothing listens on this port: the application is down.
     let url = format!("http://127.0.0.1:{}/api/ws-session", ws_tests::free_port());
     let reject = http_aspect(&url).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
         srv.addr,
         upgrade_request(WHOAMI, "Cookie: sess=good\r\n").as_bytes(),
@@ -870,7 +864,7 @@ async fn http_application_down_is_503_under_reject_else_anonymous() {
     assert!(body_of(&resp).contains("`frontend.user`"), "{resp}");
 
     // The default, on_error = "anonymous": the handshake goes on.
-    let srv = start(vec![http_aspect(&url).into()], vec![], None).await;
+    let srv = start(vec![http_aspect(&url)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sess=good").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
