@@ -78,6 +78,7 @@ fn transitive(deps: &BTreeMap<String, BTreeSet<String>>, start: &str) -> BTreeSe
 
 const WORKSPACE: &[&str] = &[
     "ws-core",
+    "ws-config",
     "ws-routing",
     "ws-ratelimit",
     "ws-auth",
@@ -124,6 +125,11 @@ fn dependency_direction() {
     assert!(
         local("ws-core").is_empty(),
         "ws-core depends on a workspace crate"
+    );
+    // The configuration's shared value forms are a leaf.
+    assert!(
+        local("ws-config").is_empty(),
+        "ws-config depends on a workspace crate"
     );
     // The logic crates know nothing of the runtime or the CLI.
     for logic in ["ws-routing", "ws-ratelimit", "ws-broker"] {

@@ -199,7 +199,7 @@ pub struct JwtConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_env: Option<String>,
     /// `leeway`: clock skew allowed on `exp` and `nbf` (default `"5s"`).
-    #[serde(default = "default_leeway", with = "duration")]
+    #[serde(default = "default_leeway", with = "ws_config::duration")]
     pub leeway: Duration,
     /// `issuer`: when set, `iss` must be present and equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,7 +265,7 @@ pub struct RedisConfig {
     #[serde(default)]
     pub format: RecordFormat,
     /// `timeout`: longest wait for an answer (default `"2s"`).
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "ws_config::duration")]
     pub timeout: Duration,
     /// `[aspect.redis.fields]`: field mapping.
     #[serde(default)]
@@ -334,7 +334,7 @@ pub struct SqlConfig {
     pub secret_env: Option<String>,
     /// `timeout`: longest time for a connection and the query together
     /// (default `"2s"`); PostgreSQL also cancels the statement then.
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "ws_config::duration")]
     pub timeout: Duration,
     /// `max_connections`: size bound of the pool (default 8).
     #[serde(default = "default_max_connections")]
@@ -389,12 +389,12 @@ pub struct HttpConfig {
     #[serde(default)]
     pub forward_headers: Vec<String>,
     /// `timeout`: longest wait for the whole answer (default `"2s"`).
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "ws_config::duration")]
     pub timeout: Duration,
     /// `cache_ttl`: how long an answer is reused for the same credential
     /// (default `"5s"`; `"0s"`: no cache). A logout is noticed at the latest
     /// this much after the application forgot the session.
-    #[serde(default = "default_cache_ttl", with = "duration")]
+    #[serde(default = "default_cache_ttl", with = "ws_config::duration")]
     pub cache_ttl: Duration,
     /// `cache_size`: most answers cached (default 10000); the oldest go first.
     #[serde(default = "default_cache_size")]
@@ -584,7 +584,7 @@ struct RawAspect {
     on_error: OnError,
     #[serde(
         default,
-        with = "optional_duration",
+        with = "ws_config::optional_duration",
         skip_serializing_if = "Option::is_none"
     )]
     revalidate_every: Option<Duration>,
@@ -734,30 +734,6 @@ impl<'de> Visitor<'de> for CredentialVisitor {
     }
 }
 
-/// Durations as human-readable strings: `"10s"`, `"500ms"`, `"1m 30s"`.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-
-    pub(super) fn parse(s: &str) -> Result<Duration, String> {
-        if s.trim() == "0" {
-            return Ok(Duration::ZERO);
-        }
-        humantime::parse_duration(s).map_err(|e| {
-            format!("`{s}` is not a duration ({e}); write it like \"10s\", \"500ms\" or \"2m\"")
-        })
-    }
-}
-
 /// The runtime's [`OnSessionEnd`], as `"close"` or `"downgrade"`.
 mod on_end {
     use serde::{Deserialize as _, Deserializer, Serializer};
@@ -773,25 +749,6 @@ mod on_end {
             .map_err(|e: ws_runtime::ConfigError| {
                 serde::de::Error::custom(format!("on_end {}", e.reason))
             })
-    }
-}
-
-/// An optional duration; `"0s"` means none.
-mod optional_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        super::duration::serialize(&d.unwrap_or_default(), s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let d =
-            super::duration::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)?;
-        Ok(Some(d).filter(|d| !d.is_zero()))
     }
 }
 

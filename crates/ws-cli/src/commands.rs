@@ -289,7 +289,7 @@ async fn serve(
 
 fn uptime(started_at: u64) -> String {
     let secs = state::now_secs().saturating_sub(started_at);
-    humantime::format_duration(Duration::from_secs(secs)).to_string()
+    ws_config::format_duration(Duration::from_secs(secs))
 }
 
 /// `ws-cli list`.
@@ -427,7 +427,7 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
                 println!(
                     "server with pid {} still running after {}",
                     e.pid,
-                    humantime::format_duration(args.timeout)
+                    ws_config::format_duration(args.timeout)
                 );
                 failed.push(e.pid);
                 break;
@@ -442,7 +442,7 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
         return Err(anyhow::anyhow!(
             "{} server(s) did not stop within {}: pid {}",
             failed.len(),
-            humantime::format_duration(args.timeout),
+            ws_config::format_duration(args.timeout),
             failed
                 .iter()
                 .map(u32::to_string)

@@ -149,10 +149,10 @@ pub struct ServerSection {
     /// Largest HTTP request head, in KiB (431 above).
     pub max_request_size_in_kb: u32,
     /// Deadline for TLS, request head and answer.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub handshake_timeout: Duration,
     /// How long shutdown waits for clients to answer the 1001 close.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub shutdown_timeout: Duration,
     /// Health-check path answered with 200 (empty: none).
     pub health_path: String,
@@ -223,10 +223,10 @@ pub struct WebSocketSection {
     /// Messages a connection may have queued for sending.
     pub outgoing_queue: u32,
     /// Silence before a ping; one more interval of silence drops the client. "0s" turns it off.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub ping_interval: Duration,
     /// Longest time one batch of writes may take.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub write_timeout: Duration,
     /// Most bytes read from the socket at once; held only while data is pending.
     pub read_buffer_size: u32,
@@ -287,29 +287,6 @@ impl fmt::Display for LogFormat {
         f.write_str(match self {
             Self::Text => "text",
             Self::Json => "json",
-        })
-    }
-}
-
-/// Durations as human-readable strings: `"10s"`, `"500ms"`, `"1m 30s"`.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.trim() == "0" {
-            return Ok(Duration::ZERO);
-        }
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration ({e}); write it like \"10s\", \"500ms\" or \"2m\""
-            ))
         })
     }
 }
