@@ -90,6 +90,7 @@ pub use authenticate::{
 };
 pub use config::{
     ConfigError, ForwardedHeader, OnSessionEnd, RoutePolicy, ServerConfig, TlsSettings,
+    WebSocketSettings,
 };
 pub use pipeline::{
     ClientAddr, ClientCertificates, HandshakeFn, HandshakeFnService, HandshakeRequest,

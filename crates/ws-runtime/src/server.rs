@@ -33,7 +33,7 @@ use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
 use crate::accept;
 use crate::auth::{self, Auth, HeldRevalidators};
 use crate::authenticate::{Authenticate, Revalidate};
-use crate::client_addr::{ClientAddrResolver, TrustedProxies};
+use crate::client_addr::ClientAddrResolver;
 use crate::config::{ConfigError, ServerConfig};
 use crate::handshake::{self, Answer, Kind};
 use crate::io::Io;
@@ -196,7 +196,8 @@ impl ServerBuilder {
         let hub = self
             .hub
             .unwrap_or_else(|| Hub::new(LocalHub::new(config.slow_subscriber)));
-        config.validate()?;
+        // Checked and parsed once: what validation accepts is what runs.
+        let parsed = config.parse()?;
         let auth = self.authenticator.and_then(Auth::new);
         let aspects: Vec<&str> = auth.iter().flat_map(|a| a.names()).collect();
         config.check_required_aspects(&aspects)?;
@@ -208,36 +209,33 @@ impl ServerBuilder {
             components.push(c);
         }
         let routes = routes.build();
-        let mounted = policy::mount(&config, &routes, components)?;
+        let mounted = policy::mount(&config, &parsed, &routes, components)?;
         let limiter = ConnectionLimiter::new(config.connection_limits()).map_err(|e| {
             let key = match e {
                 LimitError::Ipv4PrefixLen(_) => "ipv4_prefix_len",
                 _ => "ipv6_prefix_len",
             };
-            ConfigError::new(key, e.to_string())
+            ConfigError::new(key, e.to_string()).in_section("server")
         })?;
         let address_messages = AddressMessageLimiter::new(
             config.max_messages_per_address_per_second,
             limiter.grouping(),
         );
         let resolver = ClientAddrResolver {
-            trusted: TrustedProxies::parse(&config.trusted_proxies)?,
+            trusted: parsed.trusted,
             header: config.forwarded_header,
         };
-        let server_origin = Arc::new(OriginPolicy::parse(
-            &config.allowed_origins,
-            config.require_origin,
-        )?);
+        let server_origin = parsed.origin;
         let tls = config.tls.clone().map(Tls::load).transpose()?;
         let budget = self
             .budget
-            .unwrap_or_else(|| memory_budget(config.max_buffered_memory));
+            .unwrap_or_else(|| memory_budget(config.websocket.max_buffered_memory));
         let shared = Arc::new(Shared {
             routes,
             mounted,
             session: SessionConfig {
-                ping_interval: config.ping_interval,
-                write_timeout: config.write_timeout,
+                ping_interval: config.websocket.ping_interval,
+                write_timeout: config.websocket.write_timeout,
                 shutdown_timeout: config.shutdown_timeout,
             },
             limiter,
@@ -947,8 +945,8 @@ fn open_session<'a>(
     // holding either would pin that memory for the connection's whole life.
     let io = ReadAhead::new(
         io,
-        shared.config.read_buffer_size,
-        shared.config.write_buffer_size,
+        shared.config.websocket.read_buffer_size,
+        shared.config.websocket.write_buffer_size,
         &parts.read_buf,
     );
     drop(parts.read_buf);
@@ -958,7 +956,7 @@ fn open_session<'a>(
     info.headers = detached(&info.headers);
     let (conn, outbox) = Connection::with_budget(
         info,
-        shared.config.outgoing_queue,
+        shared.config.websocket.outgoing_queue,
         shared.hub.clone(),
         shared.budget.clone(),
     );
