@@ -6,10 +6,11 @@
 //! is needed. Unknown keys, wrong types and out-of-range values are errors
 //! that name the file and the key.
 
-use anyhow::{Context as _, Result, bail};
-use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
 use ws_runtime::ServerConfig;
 
 /// The whole configuration file.

@@ -1,6 +1,7 @@
 //! Value forms shared by every section of the ws-provider configuration
 //! file, so that each is written, parsed and explained once: durations as
-//! human-readable strings (`"10s"`, `"500ms"`, `"1m 30s"`, `"0"`).
+//! human-readable strings (`"10s"`, `"500ms"`, `"1m 30s"`, `"0"`), and sizes
+//! written in KiB or MiB (`max_message_size_in_kb = 64`) but kept in bytes.
 //!
 //! A leaf crate (serde and humantime only), so the crates that own a section
 //! (`ws-runtime`, `ws-auth`, `ws-broker`) and the command line share it
@@ -90,6 +91,75 @@ pub mod optional_duration {
     }
 }
 
+/// A size written in KiB (a `u32`), kept in bytes, for
+/// `#[serde(with = "…")]`. Written back in whole KiB.
+pub mod kib {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// Writes `bytes` in whole KiB.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    pub fn serialize<S: Serializer>(bytes: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64((*bytes / 1024) as u64)
+    }
+
+    /// Reads KiB, as bytes.
+    ///
+    /// # Errors
+    /// Not a number from 0 to 2^32 - 1.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        Ok(u32::deserialize(d)? as usize * 1024)
+    }
+}
+
+/// An optional size in KiB, kept in bytes (see [`kib`]); with `default`
+/// for an absent key.
+pub mod optional_kib {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// Writes `bytes` in whole KiB, or nothing.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    pub fn serialize<S: Serializer>(bytes: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::kib::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads KiB, as bytes.
+    ///
+    /// # Errors
+    /// Not a number from 0 to 2^32 - 1.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        Ok(Option::<u32>::deserialize(d)?.map(|k| k as usize * 1024))
+    }
+}
+
+/// A size written in MiB (a `u32`), kept in bytes, for
+/// `#[serde(with = "…")]`. Written back in whole MiB.
+pub mod mib {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// Writes `bytes` in whole MiB.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    pub fn serialize<S: Serializer>(bytes: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64((*bytes >> 20) as u64)
+    }
+
+    /// Reads MiB, as bytes.
+    ///
+    /// # Errors
+    /// Not a number from 0 to 2^32 - 1.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        Ok((u32::deserialize(d)? as usize) << 20)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +173,30 @@ mod tests {
         assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         let e = parse_duration("soon").unwrap_err();
         assert!(e.contains("`soon`") && e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn sizes_are_read_in_their_unit_and_kept_in_bytes() {
+        #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+        struct Sizes {
+            #[serde(with = "kib")]
+            a: usize,
+            #[serde(with = "mib")]
+            b: usize,
+            #[serde(with = "optional_kib", default)]
+            c: Option<usize>,
+        }
+        let s: Sizes = toml::from_str("a = 2\nb = 3\n").unwrap();
+        assert_eq!(
+            s,
+            Sizes {
+                a: 2048,
+                b: 3 << 20,
+                c: None
+            }
+        );
+        let again: Sizes = toml::from_str(&toml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        assert!(toml::from_str::<Sizes>("a = -1\nb = 1\n").is_err());
     }
 }

@@ -44,7 +44,7 @@ pub struct ServerConfig {
     pub route_prefix: String,
     /// `max_request_size_in_kb` (× 1024): largest HTTP request head accepted,
     /// in bytes. A larger head is answered with 431.
-    #[serde(rename = "max_request_size_in_kb", with = "kib")]
+    #[serde(rename = "max_request_size_in_kb", with = "ws_config::kib")]
     pub max_request_size: usize,
     /// `handshake_timeout`: deadline for the whole pre-upgrade phase: TLS,
     /// request head and answer. Slower clients are dropped.
@@ -127,11 +127,11 @@ pub struct WebSocketSettings {
     /// `max_message_size_in_kb` (× 1024): largest message accepted, in
     /// bytes; a larger one closes with 1009. A `[[route]]` entry may
     /// override it.
-    #[serde(rename = "max_message_size_in_kb", with = "kib")]
+    #[serde(rename = "max_message_size_in_kb", with = "ws_config::kib")]
     pub max_message_size: usize,
     /// `max_frame_size_in_kb` (× 1024): largest frame accepted, in bytes; a
     /// larger one closes with 1009. A `[[route]]` entry may override it.
-    #[serde(rename = "max_frame_size_in_kb", with = "kib")]
+    #[serde(rename = "max_frame_size_in_kb", with = "ws_config::kib")]
     pub max_frame_size: usize,
     /// `max_frames_per_message`: most frames one incoming message may be
     /// split into (default 1024; 0: unlimited); more closes with 1009.
@@ -143,7 +143,7 @@ pub struct WebSocketSettings {
     /// (default 256 MiB; 0: unlimited). Beyond it the connection that
     /// would grow it is closed, 1009 for an incoming message and 1013 for
     /// a queue, and a publication is refused (see [`ws_core::budget`]).
-    #[serde(rename = "max_buffered_memory_in_mb", with = "mib")]
+    #[serde(rename = "max_buffered_memory_in_mb", with = "ws_config::mib")]
     pub max_buffered_memory: usize,
     /// `outgoing_queue`: messages a connection may have queued for sending
     /// before [`Connection::send`](ws_core::Connection::send) reports it full.
@@ -219,48 +219,6 @@ impl WebSocketSettings {
             ));
         }
         Ok(())
-    }
-}
-
-/// Sizes written in KiB in the file, kept in bytes.
-mod kib {
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &usize, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64((*bytes / 1024) as u64)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        Ok(u32::deserialize(d)? as usize * 1024)
-    }
-}
-
-/// Optional sizes written in KiB in the file, kept in bytes.
-mod optional_kib {
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
-        match bytes {
-            Some(b) => super::kib::serialize(b, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-        Ok(Option::<u32>::deserialize(d)?.map(|k| k as usize * 1024))
-    }
-}
-
-/// Sizes written in MiB in the file, kept in bytes.
-mod mib {
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &usize, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64((*bytes >> 20) as u64)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        Ok((u32::deserialize(d)? as usize) << 20)
     }
 }
 
@@ -445,7 +403,7 @@ pub struct RoutePolicy {
     #[serde(
         default,
         rename = "max_message_size_in_kb",
-        with = "optional_kib",
+        with = "ws_config::optional_kib",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_message_size: Option<usize>,
@@ -456,7 +414,7 @@ pub struct RoutePolicy {
     #[serde(
         default,
         rename = "max_frame_size_in_kb",
-        with = "optional_kib",
+        with = "ws_config::optional_kib",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_frame_size: Option<usize>,
