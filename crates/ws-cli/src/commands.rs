@@ -49,7 +49,8 @@ async fn build(
     hub: Option<ws_core::Hub>,
 ) -> Result<Server> {
     let mut builder = Server::builder()
-        .config(eff.server_config()?)
+        // Checked when the configuration was loaded.
+        .config(eff.runtime_config())
         .authenticator(eff.authenticator().await?);
     if let Some(hub) = hub {
         builder = builder.hub(hub);

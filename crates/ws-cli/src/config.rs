@@ -393,16 +393,12 @@ impl Effective {
         })
     }
 
-    /// The runtime settings: the file's sections as they are.
+    /// The runtime settings: the file's sections as they are, checked.
     ///
     /// # Errors
     /// A value out of range, naming the file and its key.
     pub fn server_config(&self) -> Result<ServerConfig> {
-        let mut c = self.file.server.runtime.clone();
-        c.websocket = self.file.websocket.clone();
-        c.tls = self.file.tls.clone();
-        c.routes = self.file.route.clone();
-        c.slow_subscriber = self.file.broker.slow_subscriber.into();
+        let c = self.runtime_config();
         if let Err(e) = self.file.broker.validate() {
             bail!("{}: `broker`: {e}", self.source);
         }
@@ -421,6 +417,18 @@ impl Effective {
             bail!("{}: `server.route_prefix`: {e}", self.source);
         }
         Ok(c)
+    }
+
+    /// The runtime settings: the file's sections as they are, unchecked
+    /// ([`load`](Self::load) checked them, and the server's build parses
+    /// them once more).
+    pub(crate) fn runtime_config(&self) -> ServerConfig {
+        let mut c = self.file.server.runtime.clone();
+        c.websocket = self.file.websocket.clone();
+        c.tls = self.file.tls.clone();
+        c.routes = self.file.route.clone();
+        c.slow_subscriber = self.file.broker.slow_subscriber.into();
+        c
     }
 
     /// The authenticator of every `[[aspect]]`, as the server uses it: key
