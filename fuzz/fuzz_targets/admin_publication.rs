@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use ws_core::{Message, Target};
+use ws_core::Message;
+use ws_core::hub::Target;
 use ws_runtime::__fuzz::parse_publication;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     match &target {
         Target::Channel(c) => {
             assert_eq!(*c, text(&obj["channel"]));
-            assert!(ws_core::validate_channel(c).is_ok());
+            assert!(ws_core::hub::validate_channel(c).is_ok());
         }
         Target::User(u) => assert_eq!(*u, text(&obj["user"])),
         Target::Connection(id) => {

@@ -1,6 +1,7 @@
 //! Helpers for the integration tests: servers on free loopback ports, real
-//! WebSocket clients (plain and TLS), raw HTTP requests, test certificates,
-//! a real Redis server, and tests run in a child process of their own.
+//! WebSocket clients (plain and TLS), raw HTTP requests and test
+//! certificates. Real services (Redis, PostgreSQL), child processes and
+//! temporary directories come from `ws-test-support`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +15,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_runtime::{Server, ServerBuilder};
 
-pub mod child;
-pub mod redis;
 pub mod tls;
 
 /// A real WebSocket client.
@@ -248,12 +247,4 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     )
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }

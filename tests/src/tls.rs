@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -18,46 +17,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
+use ws_test_support::TempDir;
 
 /// A WebSocket client over TLS.
 pub type TlsClient = WebSocketStream<TlsStream<TcpStream>>;
-
-/// A directory under the system temp dir, removed when dropped.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    /// A fresh, empty directory.
-    pub fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "ws-tests-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self { path }
-    }
-
-    /// `name` inside the directory.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Default for TempDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
 
 /// A certificate and its private key, in PEM.
 #[derive(Clone, Debug)]
@@ -71,8 +34,8 @@ pub struct Issued {
 impl Issued {
     /// Writes `<stem>.crt` and `<stem>.key` into `dir`; returns their paths.
     pub fn write(&self, dir: &TempDir, stem: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(&format!("{stem}.crt"));
-        let key = dir.join(&format!("{stem}.key"));
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &self.cert_pem).expect("write cert");
         std::fs::write(&key, &self.key_pem).expect("write key");
         (cert, key)

@@ -224,3 +224,198 @@ fn every_file_starts_with_a_doc_comment() {
         "files without a leading `//!` comment: {missing:?}"
     );
 }
+
+/// The names a `pub use` or `pub mod` at the top of `src` makes public
+/// (`a::{B, c as D}` gives `B` and `D`; `self` and globs are refused).
+fn root_exports(src: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut statement = String::new();
+    for line in src.lines() {
+        let line = line.trim();
+        if statement.is_empty() && !(line.starts_with("pub use ") || line.starts_with("pub mod ")) {
+            continue;
+        }
+        statement.push_str(line);
+        statement.push(' ');
+        if !line.ends_with(';') {
+            continue;
+        }
+        let s = std::mem::take(&mut statement);
+        let s = s.trim().trim_end_matches(';');
+        if let Some(m) = s.strip_prefix("pub mod ") {
+            names.insert(m.trim().to_owned());
+            continue;
+        }
+        let path = s.strip_prefix("pub use ").unwrap();
+        let items: Vec<&str> = match (path.find('{'), path.rfind('}')) {
+            (Some(a), Some(b)) => path[a + 1..b].split(',').collect(),
+            _ => vec![path.rsplit("::").next().unwrap()],
+        };
+        for item in items.into_iter().map(str::trim).filter(|i| !i.is_empty()) {
+            assert!(
+                !item.contains('*') && item != "self" && !item.contains('{'),
+                "ws-core's root re-exports `{item}`: name each item"
+            );
+            let name = item.rsplit(" as ").next().unwrap();
+            names.insert(name.rsplit("::").next().unwrap().to_owned());
+        }
+    }
+    names
+}
+
+/// ws-core's root is for component authors: exactly these items. The hub
+/// backend contract lives in `ws_core::hub`, the runtime's plumbing in the
+/// hidden `ws_core::__runtime`; a component cannot reach what it cannot
+/// safely call from the root (`cargo xtask external-types` checks the
+/// external types of the same API).
+#[test]
+fn ws_core_root_exports_what_components_need() {
+    let lib = std::fs::read_to_string(root().join("crates/ws-core/src/lib.rs")).unwrap();
+    let want: BTreeSet<String> = [
+        // modules: the backend contract, test drivers, the memory budget's
+        // documentation, the runtime's plumbing (hidden)
+        "__runtime",
+        "budget",
+        "hub",
+        "testing",
+        // writing a component
+        "async_trait",
+        "BoxError",
+        "Component",
+        "SyncComponent",
+        "FnComponent",
+        "component_fn",
+        "default_route",
+        "ServerContext",
+        "Signal",
+        // what a component handles
+        "Connection",
+        "ConnectionId",
+        "HandshakeInfo",
+        "HeaderMap",
+        "SendError",
+        "Aspects",
+        "UserAspect",
+        "Hub",
+        "HubError",
+        "Member",
+        "Message",
+        "Utf8Bytes",
+        "Bytes",
+        "CloseCode",
+        "CloseFrame",
+        "CloseInitiator",
+        "CloseReason",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let got = root_exports(&lib);
+    let extra: Vec<_> = got.difference(&want).collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "ws-core's root exports {extra:?} beyond the component API, lacks {missing:?}; \
+         backend items go to `hub`, runtime plumbing to `__runtime`"
+    );
+    // The plumbing is hidden from the documentation and named for it.
+    assert!(
+        lib.contains("#[doc(hidden)]\n#[path = \"runtime.rs\"]\npub mod __runtime;"),
+        "`__runtime` must stay `#[doc(hidden)]`"
+    );
+    // Nothing a component gets from the root hands out the hub's backend
+    // or replaces aspects: both are crate-private, reached through
+    // `__runtime` only.
+    let src = |f: &str| std::fs::read_to_string(root().join("crates/ws-core/src").join(f)).unwrap();
+    assert!(src("hub.rs").contains("pub(crate) fn backend(&self)"));
+    assert!(src("connection.rs").contains("pub(crate) fn set_aspect("));
+    assert!(src("connection.rs").contains("pub(crate) fn open("));
+    for file in ["connection.rs", "context.rs"] {
+        assert!(
+            !src(file).contains("backend().register")
+                && !src(file).contains("backend().unregister"),
+            "{file}: registering a connection with the hub is the runtime's business"
+        );
+    }
+}
+
+/// Every place that uses `unsafe` (the workspace denies `unsafe_code`; each
+/// of these allows it where it is used, with a `SAFETY:` comment): the file
+/// and how many times the keyword stands in its code. The root
+/// `Cargo.toml`'s comment on `unsafe_code` describes these.
+const UNSAFE: &[(&str, usize)] = &[
+    // `Connection::prefetch`: a cache hint for fan-out (x86-64 only).
+    ("crates/ws-core/src/connection.rs", 1),
+    // `Utf8Bytes::as_str`: `from_utf8_unchecked` of text checked when made.
+    ("crates/ws-core/src/message.rs", 1),
+    // The memory test's counting allocator (`unsafe impl GlobalAlloc`, its
+    // four methods, each passing the call on to `System`).
+    ("tests/tests/memory.rs", 9),
+];
+
+/// How many times the keyword `unsafe` stands in `text`'s code (comments
+/// and the `unsafe_code` lint name left out).
+fn unsafe_keywords(text: &str) -> usize {
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .flat_map(|code| code.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|word| *word == "unsafe")
+        .count()
+}
+
+#[test]
+fn unsafe_code_is_where_it_is_listed() {
+    let mut files = Vec::new();
+    for dir in ["crates", "tests", "xtask"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let this_file = root().join("tests/tests/tidy.rs");
+    let found: Vec<(String, usize)> = files
+        .iter()
+        .filter(|f| **f != this_file)
+        .filter_map(|f| {
+            let n = unsafe_keywords(&std::fs::read_to_string(f).unwrap());
+            let name = f.strip_prefix(root()).unwrap().display().to_string();
+            (n > 0).then_some((name, n))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let listed: Vec<(String, usize)> = UNSAFE.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect();
+    assert_eq!(
+        found, listed,
+        "`unsafe` changed: list it in UNSAFE (and the root Cargo.toml's comment), with a SAFETY comment"
+    );
+}
+
+/// ws-test-support is a leaf that every crate can dev-depend on, and only
+/// tests use it: no crate that ships depends on it.
+#[test]
+fn test_support_is_a_leaf_for_tests_only() {
+    let meta = metadata();
+    let members: BTreeSet<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            meta["workspace_members"]
+                .as_array()
+                .unwrap()
+                .contains(&p["id"])
+        })
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(members.contains("ws-test-support"), "{members:?}");
+    let deps = normal_deps(&meta);
+    let local: BTreeSet<String> = transitive(&deps, "ws-test-support")
+        .into_iter()
+        .filter(|d| members.contains(d.as_str()))
+        .collect();
+    assert!(local.is_empty(), "ws-test-support depends on {local:?}");
+    for (package, its) in &deps {
+        assert!(
+            !its.contains("ws-test-support") || package == "ws-tests",
+            "{package} depends on ws-test-support outside its tests"
+        );
+    }
+}

@@ -2,7 +2,12 @@
 //!
 //! Builds `ws-cli` in release mode, prepares a Python virtualenv with the
 //! `websockets` client (a second, foreign client implementation), then runs
-//! the scenarios in `crates/ws-cli/tests/e2e.rs` against that binary.
+//! against that binary the scenarios in `crates/ws-cli/tests/e2e.rs`, the
+//! deployments of `crates/ws-cli/tests/proxy.rs` (a real nginx and a real
+//! Apache httpd in front of `ws-cli start --prefix /socket.io`, configured
+//! with the files in `deploy/` as they are) and the systemd readiness
+//! protocol of `crates/ws-cli/tests/systemd.rs` (with the unit file checked
+//! by `systemd-analyze verify`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +38,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "ws-cli",
             "--test",
             "e2e",
+            "--test",
+            "proxy",
+            "--test",
+            "systemd",
             "--",
             "--test-threads",
             "2",

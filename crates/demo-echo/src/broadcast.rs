@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use ws_core::{BoxError, Component, Connection, Handled, HubError, Message};
+use ws_core::{BoxError, Connection, HubError, Message, SyncComponent};
 
 /// Every data message sent on `/broadcast` goes to every connection on it,
 /// the sender included, unchanged (text stays text, binary stays binary).
@@ -15,7 +15,7 @@ pub struct Broadcast;
 pub const BROADCAST_CHANNEL: &str = "broadcast";
 
 #[ws_core::async_trait]
-impl Component for Broadcast {
+impl SyncComponent for Broadcast {
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed("demo_echo::Broadcast")
     }
@@ -30,17 +30,12 @@ impl Component for Broadcast {
     }
 
     /// Publishes at once: no future per message.
-    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
+    fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
         match conn.hub().publish(BROADCAST_CHANNEL, msg) {
             // Local members got it; the broker reports what it could not forward.
-            Ok(_) | Err(HubError::Unavailable(_)) => Ok(Handled::Done),
+            Ok(_) | Err(HubError::Unavailable(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Only reached if `on_message_now` handed a message on (it never does).
-    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
-        self.on_message_now(conn, msg).map(drop)
     }
 }
 

@@ -2,14 +2,14 @@
 
 use std::borrow::Cow;
 
-use ws_core::{BoxError, Component, Connection, Handled, Message};
+use ws_core::{BoxError, Connection, Message, SyncComponent};
 
 /// Sends every message back unchanged, on `/echo`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
 
 #[ws_core::async_trait]
-impl Component for Echo {
+impl SyncComponent for Echo {
     fn name(&self) -> Cow<'static, str> {
         Cow::Borrowed("demo_echo::Echo")
     }
@@ -19,14 +19,9 @@ impl Component for Echo {
     }
 
     /// Echoes at once: no future per message.
-    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
+    fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
         conn.send(msg)?;
-        Ok(Handled::Done)
-    }
-
-    /// Only reached if `on_message_now` handed a message on (it never does).
-    async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
-        self.on_message_now(conn, msg).map(drop)
+        Ok(())
     }
 }
 

@@ -10,8 +10,8 @@ pub struct Reverse;
 
 #[ws_core::async_trait]
 impl Component for Reverse {
-    // `type_name` would say `demo_echo::reverse::Reverse` (the private module
-    // where it is defined); the public path keeps the default route stable.
+    // The public path (the type is defined in the private module
+    // `demo_echo::reverse`): the default route is `/demo_echo_Reverse`.
     fn name(&self) -> std::borrow::Cow<'static, str> {
         "demo_echo::Reverse".into()
     }

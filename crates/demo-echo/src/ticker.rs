@@ -109,10 +109,10 @@ mod tests {
     fn configure_registers_one_timer() {
         let mut ctx = ServerContext::new("/ticker");
         Arc::new(Ticker::with_period(Duration::from_millis(10))).configure(&mut ctx);
-        let tasks = ctx.into_tasks();
+        let tasks = ws_core::testing::tasks(ctx);
         assert_eq!(tasks.len(), 1);
         assert!(
-            matches!(tasks[0], ws_core::Task::Every { period, .. } if period == Duration::from_millis(10))
+            matches!(tasks[0], ws_core::testing::Task::Every { period, .. } if period == Duration::from_millis(10))
         );
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use ws_core::SlowSubscriber;
+use ws_core::hub::SlowSubscriber;
 
 use crate::error::BrokerError;
 

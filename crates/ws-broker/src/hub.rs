@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use ws_core::{
-    Connection, ConnectionId, Hub, HubBackend, HubError, LocalHub, Member, Message, Target,
-    validate_channel,
-};
+use ws_core::budget::{MemoryBudget, OverBudget};
+use ws_core::hub::{HubBackend, LocalHub, Target, validate_channel};
+use ws_core::{Connection, ConnectionId, Hub, HubError, Member, Message};
 
 use crate::config::BrokerConfig;
-use crate::envelope::Route;
+use crate::envelope::{self, Route};
 use crate::error::BrokerError;
 use crate::id::{ConnectionAddr, ServerId};
 use crate::keys::Keys;
@@ -31,6 +30,32 @@ pub(crate) struct Outbound {
     /// (`Ok`) or why it did not (`Err`); dropped unanswered when the
     /// publication is dropped (the connection broke before it was written).
     pub(crate) ack: Option<Ack>,
+    /// Its bytes in the server's memory budget, until it is dropped: from
+    /// the queue on, and while it is kept for sending again.
+    pub(crate) charge: Charge,
+}
+
+/// Bytes counted in a [`MemoryBudget`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    budget: MemoryBudget,
+    bytes: usize,
+}
+
+impl Charge {
+    pub(crate) fn new(budget: &MemoryBudget, bytes: usize) -> Result<Self, OverBudget> {
+        budget.charge(bytes)?;
+        Ok(Self {
+            budget: budget.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
 }
 
 /// The writer's answer to a confirmed publication.
@@ -88,6 +113,9 @@ pub(crate) struct Shared {
     pub(crate) conn: Mutex<Option<MultiplexedConnection>>,
     /// What happened so far.
     pub(crate) counters: Counters,
+    /// The server's memory budget: queued and recently written
+    /// publications count against it.
+    pub(crate) budget: MemoryBudget,
     /// Rate limit of the "not forwarded" warning: when it was last logged
     /// and how many refusals were not logged since.
     refusals: Mutex<(Option<Instant>, u64)>,
@@ -151,7 +179,20 @@ impl Shared {
         if !self.connected.load(Ordering::Acquire) {
             return Err(self.refuse(format!("Redis at {} is unreachable", self.url_shown)));
         }
-        match self.queue.try_send(Outbound { route, msg, ack }) {
+        let charge =
+            Charge::new(&self.budget, envelope::encoded_len(&route, &msg)).map_err(|e| {
+                self.refuse(format!(
+                    "server memory budget exhausted: {} more bytes to queue, {} of {} in use \
+                 (max_buffered_memory_in_mb)",
+                    e.requested, e.used, e.limit
+                ))
+            })?;
+        match self.queue.try_send(Outbound {
+            route,
+            msg,
+            ack,
+            charge,
+        }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(self.refuse(format!(
                 "forwarding queue full ({} publications wait for Redis)",
@@ -302,6 +343,22 @@ impl RedisHub {
     /// A bad configuration, an unusable URL, or Redis refusing or not
     /// answering within `command_timeout`.
     pub async fn connect(config: BrokerConfig) -> Result<Self, BrokerError> {
+        Self::connect_with_budget(config, MemoryBudget::unlimited()).await
+    }
+
+    /// [`connect`](Self::connect), with the publications waiting for Redis
+    /// and those kept for sending again after a reconnect (see the crate
+    /// docs, "Failure behaviour") counted against `budget`, the server's
+    /// (`ws_runtime::Server::memory_budget`). A publication that does not
+    /// fit is refused with [`HubError::Unavailable`] (local subscribers
+    /// still get it), as when the queue is full.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_budget(
+        config: BrokerConfig,
+        budget: MemoryBudget,
+    ) -> Result<Self, BrokerError> {
         config.validate()?;
         let url = config
             .redis_url
@@ -334,6 +391,7 @@ impl RedisHub {
             closing: AtomicBool::new(false),
             conn: Mutex::new(None),
             counters: Counters::default(),
+            budget,
             refusals: Mutex::new((None, 0)),
         });
         let fail = |e: tasks::Failure| match e {
@@ -381,7 +439,7 @@ impl RedisHub {
         &self.handle.shared
     }
 
-    /// A [`Hub`] over this broker, for [`Connection::with_hub`].
+    /// A [`Hub`] over this broker, for the server's builder.
     pub fn hub(&self) -> Hub {
         Hub::new(self.clone())
     }

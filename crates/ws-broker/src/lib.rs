@@ -12,7 +12,7 @@
 //! use ws_broker::{BrokerConfig, RedisHub};
 //!
 //! let broker = RedisHub::connect(BrokerConfig::with_url("redis://127.0.0.1:6379")).await?;
-//! let hub = broker.hub(); // give it to `Connection::with_hub`
+//! let hub = broker.hub(); // give it to the server (`ServerBuilder::hub`)
 //! hub.publish("lobby", "hello, every server")?;
 //! broker.shutdown().await; // removes this server's presence entries
 //! # Ok(()) }
@@ -23,7 +23,7 @@
 //! A key decision made here is that **Redis is the only shared thing**: no
 //! server talks to another, there is no membership protocol, and every
 //! guarantee below follows from what Redis pub/sub and key expiry do.
-//! [`RedisHub`] wraps a [`ws_core::LocalHub`]: a publication is delivered to
+//! [`RedisHub`] wraps a [`ws_core::hub::LocalHub`]: a publication is delivered to
 //! the local connections at once, inside `publish`, and handed to a writer
 //! task that publishes it on Redis; every server's subscriber task delivers
 //! what other servers published to its own local connections.
@@ -57,7 +57,7 @@
 //! Subscribers get a text message with the payload unchanged (a payload that
 //! is not UTF-8 arrives as a binary message). `ws-provider:user:<id>` works
 //! the same for every connection of one user. Channel names follow
-//! [`ws_core::validate_channel`]; others are ignored.
+//! [`ws_core::hub::validate_channel`]; others are ignored.
 //!
 //! ## Envelope format
 //!
@@ -109,7 +109,7 @@
 //! Each server writes its own members to `<prefix>:presence:<server>:<channel>`
 //! (join, leave and close change one field, batched by the writer) and
 //! renews the TTL of those keys every `presence_heartbeat`; the TTL is
-//! `presence_expiry` (3 × heartbeat by default). [`HubBackend::presence`](ws_core::HubBackend::presence)
+//! `presence_expiry` (3 × heartbeat by default). [`HubBackend::presence`](ws_core::hub::HubBackend::presence)
 //! merges this server's members (from memory, always current) with the
 //! hashes of every other server listed in `<prefix>:servers`. A server killed
 //! without cleaning up stops renewing: its entries expire on their own
@@ -119,7 +119,7 @@
 //! ## Addressing a connection on another server
 //!
 //! A [`ws_core::ConnectionId`] is unique per process only, so
-//! [`Target::Connection`](ws_core::Target::Connection) means a connection of
+//! [`Target::Connection`](ws_core::hub::Target::Connection) means a connection of
 //! *this* process and is never forwarded. Across servers a connection is
 //! `<server>/<id>`, a [`ConnectionAddr`]: it is what
 //! [`Member::connection`](ws_core::Member::connection) holds with this broker,
@@ -142,7 +142,10 @@
 //! - `Err(HubError::Unavailable)`: delivered to local connections, **not**
 //!   forwarded: Redis is known to be unreachable (or the broker is waiting
 //!   for the other servers to subscribe again, below), the queue
-//!   (`queue_size`) is full, or the broker is shut down. Logged at warn (at
+//!   (`queue_size`) is full, the server's memory budget has no room for it
+//!   (with [`RedisHub::connect_with_budget`]: queued publications and those
+//!   kept for sending again count against `max_buffered_memory_in_mb`), or
+//!   the broker is shut down. Logged at warn (at
 //!   most once a second, with the count) and counted in
 //!   [`BrokerStatus::refused`]; an HTTP caller answers 503.
 //!
@@ -152,7 +155,7 @@
 //! while killing and restarting Redis under load.)
 //!
 //! **Confirmed publications.** A caller that must know the publication
-//! arrived uses [`publish_confirmed`](ws_core::HubBackend::publish_confirmed)
+//! arrived uses [`publish_confirmed`](ws_core::hub::HubBackend::publish_confirmed)
 //! (or [`Hub::publish_confirmed`](ws_core::Hub::publish_confirmed)); the
 //! admin API does, and answers 202 only on its `Ok`. It goes through the
 //! same queue and pipelines as `publish` and keeps their order, but carries
@@ -189,7 +192,7 @@
 //!
 //! While Redis is away the server keeps serving its own connections: local
 //! publications, joins and local presence work as before;
-//! [`presence`](ws_core::HubBackend::presence) answers `Unavailable` because
+//! [`presence`](ws_core::hub::HubBackend::presence) answers `Unavailable` because
 //! the other servers cannot be asked. Both connections retry with
 //! exponential backoff (100 ms doubling up to `reconnect_max_delay`, half
 //! of it random). On return the subscriber subscribes again, and the writer

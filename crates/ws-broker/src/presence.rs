@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
-use ws_core::{Connection, ConnectionId, Member, member_of};
+use ws_core::hub::member_of;
+use ws_core::{Connection, ConnectionId, Member};
 
 use crate::id::ServerId;
 use crate::keys::Keys;

@@ -13,10 +13,11 @@ use futures_util::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
-use ws_core::{Bytes, ConnectionId, HubBackend as _, Message, Target, Utf8Bytes, validate_channel};
+use ws_core::hub::{HubBackend as _, Target, validate_channel};
+use ws_core::{Bytes, ConnectionId, Message, Utf8Bytes};
 
 use crate::envelope::{self, EnvelopeArg, Route, Seen, SeqTracker};
-use crate::hub::{Counters, Outbound, Shared};
+use crate::hub::{Charge, Counters, Outbound, Shared};
 use crate::presence;
 
 /// Publications taken from the queue at once.
@@ -56,6 +57,8 @@ struct Written {
     at: Instant,
     route: Route,
     msg: Message,
+    /// Keeps its bytes counted in the memory budget while kept.
+    _charge: Charge,
 }
 
 impl Written {
@@ -79,6 +82,7 @@ impl Recent {
             at,
             route: o.route,
             msg: o.msg,
+            _charge: o.charge,
         };
         let len = w.len();
         self.forget_before(at.checked_sub(RESEND_WINDOW));
@@ -784,13 +788,19 @@ fn malformed(shared: &Shared, channel: &str, e: &dyn std::error::Error) {
 
 #[cfg(test)]
 mod tests {
+    use ws_core::budget::MemoryBudget;
+
     use super::*;
 
-    fn outbound(payload: Bytes) -> Outbound {
+    fn outbound(budget: &MemoryBudget, payload: Bytes) -> Outbound {
+        let route = Route::Channel("c".into());
+        let msg = Message::Binary(payload);
+        let charge = Charge::new(budget, envelope::encoded_len(&route, &msg)).unwrap();
         Outbound {
-            route: Route::Channel("c".into()),
-            msg: Message::Binary(payload),
+            route,
+            msg,
             ack: None,
+            charge,
         }
     }
 
@@ -801,28 +811,36 @@ mod tests {
     #[test]
     fn recent_publications_are_bounded_by_count_bytes_and_age() {
         let t0 = Instant::now();
+        let budget = MemoryBudget::new(usize::MAX);
         let mut r = Recent::new(3);
         for seq in 1..=5 {
-            r.keep(seq, t0, outbound(Bytes::from_static(b"x")));
+            r.keep(seq, t0, outbound(&budget, Bytes::from_static(b"x")));
         }
         assert_eq!(seqs(&r), [3, 4, 5], "at most `queue_size`");
+        assert_eq!(budget.used(), r.bytes, "what is kept is what is counted");
         // Older than the window: gone with the next one.
         r.keep(
             6,
             t0 + RESEND_WINDOW + Duration::from_millis(1),
-            outbound(Bytes::new()),
+            outbound(&budget, Bytes::new()),
         );
         assert_eq!(seqs(&r), [6]);
         r.forget_before(Some(t0 + RESEND_WINDOW * 2));
         assert!(r.items.is_empty());
         assert_eq!(r.bytes, 0);
+        assert_eq!(
+            budget.used(),
+            0,
+            "forgotten publications are no longer counted"
+        );
         // At most RESEND_BYTES of envelopes, but always the last one.
         let mut r = Recent::new(100);
         let big = Bytes::from(vec![0u8; RESEND_BYTES / 2]);
         for seq in 1..=3 {
-            r.keep(seq, t0, outbound(big.clone()));
+            r.keep(seq, t0, outbound(&budget, big.clone()));
         }
         assert_eq!(seqs(&r), [3]);
         assert!(r.bytes <= RESEND_BYTES);
+        assert_eq!(budget.used(), r.bytes);
     }
 }

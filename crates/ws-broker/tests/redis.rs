@@ -9,14 +9,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
-use support::{PREFIX, RedisServer, assert_quiet, config, eventually, open, recv_n};
+use support::{PREFIX, assert_quiet, config, eventually, open, recv_n};
 use ws_broker::{BrokerConfig, BrokerError, ConnectionAddr, RedisHub};
-use ws_core::{HubBackend as _, HubError, Message, Target};
+use ws_core::budget::MemoryBudget;
+use ws_core::hub::{HubBackend as _, Target};
+use ws_core::{HubError, Message};
+use ws_test_support::Redis;
 
 const WAIT: Duration = Duration::from_secs(3);
 const QUIET: Duration = Duration::from_millis(300);
 
-async fn two_servers(redis: &RedisServer) -> (RedisHub, RedisHub) {
+async fn two_servers(redis: &Redis) -> (RedisHub, RedisHub) {
     let a = RedisHub::connect(config(&redis.url())).await.unwrap();
     let b = RedisHub::connect(config(&redis.url())).await.unwrap();
     assert_ne!(a.server_id(), b.server_id());
@@ -35,7 +38,7 @@ async fn members(hub: &RedisHub, channel: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_reaches_every_server_exactly_once() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -136,7 +139,7 @@ async fn a_publication_reaches_every_server_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_publish_from_any_redis_client_reaches_every_server() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -177,7 +180,7 @@ async fn a_plain_publish_from_any_redis_client_reaches_every_server() {
     );
 
     // redis-cli, as an operator or a shell script would.
-    if let Some(cli) = support::redis_cli() {
+    if let Some(cli) = ws_test_support::find_in_path("redis-cli") {
         let out = std::process::Command::new(cli)
             .args(["-h", "127.0.0.1", "-p", &redis.port().to_string()])
             .args(["PUBLISH", &channel, "from redis-cli"])
@@ -206,7 +209,7 @@ async fn a_plain_publish_from_any_redis_client_reaches_every_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_kept_over_10000_messages_without_duplicates() {
     const N: usize = 10_000;
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -251,7 +254,7 @@ async fn order_is_kept_over_10000_messages_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_refuses_publications_then_resumes() {
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -338,7 +341,7 @@ async fn a_redis_restart_refuses_publications_then_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_racing_a_redis_crash_arrive_are_refused_or_are_reported() {
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -408,7 +411,7 @@ async fn publications_racing_a_redis_crash_arrive_are_refused_or_are_reported() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_server_leaves_presence_within_the_expiry() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let expiry = Duration::from_secs(1);
@@ -472,7 +475,7 @@ async fn a_crashed_server_leaves_presence_within_the_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_close_refresh_and_shutdown_update_presence_at_once() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     // A long expiry: only explicit removal can explain a quick disappearance.
@@ -510,10 +513,13 @@ async fn leave_close_refresh_and_shutdown_update_presence_at_once() {
         members(&a, "room").await.len() == 1
     })
     .await;
-    b1.set_aspect(
+    // What the server does when a session is revalidated.
+    ws_core::__runtime::set_aspect(
+        &b1,
         "frontend.user",
         ws_core::UserAspect::user("1").with_username("annie"),
     );
+    ws_core::__runtime::backend(&hb).refresh(&b1);
     eventually(quick, "new name", || async {
         members(&a, "room").await == vec![format!("{} annie", b.addr_of(b1.id()))]
     })
@@ -546,7 +552,7 @@ async fn leave_close_refresh_and_shutdown_update_presence_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_and_nothing_accepted_is_lost() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let cfg = BrokerConfig {
@@ -635,7 +641,7 @@ async fn waiting_for_the_others_after_a_restart_keeps_this_servers_keys_alive() 
     // for as many servers as before to listen again. That wait can outlast
     // presence_expiry; the server's keys must be renewed meanwhile, else
     // the others forget it and drop its members until its next heartbeat.
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let cfg = config(&redis.url()); // heartbeat 100 ms, expiry 400 ms, wait up to 800 ms
@@ -714,7 +720,7 @@ async fn waiting_for_the_others_after_a_restart_keeps_this_servers_keys_alive() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_publications_racing_a_redis_crash_arrive_or_are_refused() {
     const PUBLISHERS: u64 = 4;
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = Redis::start() else {
         return;
     };
     let (a, b) = two_servers(&redis).await;
@@ -822,7 +828,7 @@ async fn confirmed_publications_racing_a_redis_crash_arrive_or_are_refused() {
 /// again after SIGCONT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_refuses_confirmed_publications_within_command_timeout() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = Redis::start() else {
         return;
     };
     let timeout = Duration::from_millis(500);
@@ -894,5 +900,83 @@ async fn a_hanging_redis_refuses_confirmed_publications_within_command_timeout()
         "measured: Redis stopped: {} confirmed publications refused, slowest answer {slowest:?} \
          (command_timeout {timeout:?}); confirmed again {back:?} after SIGCONT",
         answers.len()
+    );
+}
+
+/// Publications waiting for a hanging Redis, and those kept for sending
+/// again, count against the server's memory budget: past it, publishing is
+/// refused (naming the setting) instead of the queue growing to
+/// `queue_size` × message size; nothing accepted is lost, and the budget is
+/// given back once Redis took them and the resend window passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_publications_count_against_the_memory_budget() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    const LIMIT: usize = 256 * 1024;
+    let budget = MemoryBudget::new(LIMIT);
+    // A long command_timeout: the writer waits for the stopped Redis
+    // instead of giving the connection (and the queue) up.
+    let cfg = BrokerConfig {
+        command_timeout: Duration::from_secs(10),
+        ..config(&redis.url())
+    };
+    let a = RedisHub::connect_with_budget(cfg.clone(), budget.clone())
+        .await
+        .unwrap();
+    let b = RedisHub::connect(cfg).await.unwrap();
+    let (b1, mut ob1) = open(&b.hub(), None, 1000);
+    b1.join("big").unwrap();
+    let ha = a.hub();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    redis.pause();
+    let payload = "x".repeat(16 * 1024);
+    let mut accepted = Vec::new();
+    let mut refusal = None;
+    for i in 0..100 {
+        let text = format!("{i:03}{payload}");
+        match ha.publish("big", text.clone()) {
+            Ok(_) => accepted.push(Message::from(text)),
+            Err(HubError::Unavailable(why)) => {
+                refusal = Some(why);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(budget.used() <= LIMIT, "{} counted", budget.used());
+    }
+    let why = refusal.expect("a 256 KiB budget cannot queue 100 publications of 16 KiB");
+    assert!(why.contains("max_buffered_memory_in_mb"), "{why}");
+    let held = budget.used();
+    assert!(
+        held > LIMIT - 2 * (16 << 10),
+        "refused with only {held} of {LIMIT} bytes counted"
+    );
+    assert!(
+        (12..=16).contains(&accepted.len()),
+        "{} accepted",
+        accepted.len()
+    );
+    redis.resume();
+
+    // Nothing accepted is lost; the bytes are given back once Redis took
+    // them and they are past the resend window (the writer forgets on its
+    // heartbeat).
+    assert_eq!(recv_n(&mut ob1, accepted.len(), WAIT * 3).await, accepted);
+    eventually(Duration::from_secs(5), "the budget given back", || async {
+        budget.used() == 0
+    })
+    .await;
+    assert_eq!(a.status().lost, 0);
+    ha.publish("big", "after").unwrap();
+    assert_eq!(
+        recv_n(&mut ob1, 1, WAIT).await,
+        vec![Message::from("after")]
+    );
+    eprintln!(
+        "measured: Redis stopped: {} publications of 16 KiB queued, {held} of {LIMIT} bytes \
+         counted, then refused: {why}",
+        accepted.len()
     );
 }

@@ -31,7 +31,10 @@ pub(crate) fn finish(result: std::result::Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            // Not eprintln!: a closed stderr must not turn an error into a
+            // panic.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "error: {:#}", f.error);
             ExitCode::from(f.code)
         }
     }
@@ -46,14 +49,16 @@ fn load(args: &ConfigArgs) -> Result<Effective> {
 async fn build(
     components: Vec<Arc<dyn Component>>,
     eff: &Effective,
-    hub: Option<ws_core::Hub>,
+    hub: Option<(ws_core::Hub, ws_core::budget::MemoryBudget)>,
 ) -> Result<Server> {
     let mut builder = Server::builder()
         // Checked when the configuration was loaded.
         .config(eff.runtime_config())
         .authenticator(eff.authenticator().await?);
-    if let Some(hub) = hub {
-        builder = builder.hub(hub);
+    if let Some((hub, budget)) = hub {
+        // The broker's queue counts against the same budget as the
+        // connections.
+        builder = builder.hub(hub).memory_budget(budget);
     }
     for c in components {
         builder = builder.component_arc(c);
@@ -140,12 +145,12 @@ pub(crate) fn routes(components: Vec<Arc<dyn Component>>, args: &RoutesArgs) -> 
         let routes = server.routes();
         if args.json {
             let items: Vec<RouteEntry> = routes.iter().map(RouteEntry::from).collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&items).map_err(anyhow::Error::from)?
             );
         } else {
-            print!("{}", route_table(&routes));
+            out!("{}", route_table(&routes));
         }
         Ok(())
     })())
@@ -164,7 +169,7 @@ pub(crate) fn check_config(args: &ConfigArgs) -> ExitCode {
             shown.admin.key = "<redacted>".to_owned();
         }
         let text = toml::to_string_pretty(&shown).map_err(anyhow::Error::from)?;
-        println!("# configuration in force ({}); valid\n{text}", eff.source);
+        outln!("# configuration in force ({}); valid\n{text}", eff.source);
         Ok(())
     })())
 }
@@ -174,6 +179,7 @@ pub(crate) fn start(components: Vec<Arc<dyn Component>>, args: &StartArgs) -> Ex
     finish((|| {
         let eff = load(&args.config)?;
         crate::logging::init(eff.file.log.format, &eff.file.log.level);
+        crate::nofile::raise(eff.server_config()?.max_connections);
         let addr = std::net::SocketAddr::new(eff.host_ip()?, eff.file.server.port);
         let admin = eff.admin()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,20 +199,16 @@ async fn serve(
     addr: std::net::SocketAddr,
     admin: Option<(std::net::SocketAddr, ws_runtime::AdminConfig)>,
 ) -> Result<()> {
+    let budget = ws_runtime::memory_budget(eff.file.websocket.max_buffered_memory);
     let broker = match eff.file.broker.redis_url {
         Some(_) => Some(
-            ws_broker::RedisHub::connect(eff.file.broker.clone())
+            ws_broker::RedisHub::connect_with_budget(eff.file.broker.clone(), budget.clone())
                 .await
                 .with_context(|| format!("cannot start the Redis broker ({})", eff.source))?,
         ),
         None => None,
     };
-    let server = build(
-        components,
-        eff,
-        broker.as_ref().map(ws_broker::RedisHub::hub),
-    )
-    .await?;
+    let server = build(components, eff, broker.as_ref().map(|b| (b.hub(), budget))).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -224,6 +226,7 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         signal.await;
+        crate::systemd::stopping();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -238,15 +241,15 @@ async fn serve(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let info_file = InfoFile::create(&eff.state_dir(), &info)?;
-    println!(
+    outln!(
         "WebSocket server running on {local} with pid {}",
         std::process::id()
     );
-    print!("{}", route_table(&routes));
+    out!("{}", route_table(&routes));
     let admin_task = match (admin, admin_listener) {
         (Some((_, config)), Some(l)) => {
             let admin_local = l.local_addr().context("admin listener has no address")?;
-            println!("admin API on http://{admin_local}/publish");
+            outln!("admin API on http://{admin_local}/publish");
             let hub = server.hub().clone();
             Some(tokio::spawn(ws_runtime::serve_admin(
                 l,
@@ -273,6 +276,7 @@ async fn serve(
         );
     }
     tracing::info!(address = %local, pid = std::process::id(), info_file = %info_file.path().display(), "listening");
+    crate::systemd::ready(local);
     let result = server
         .serve(listener, stopped(stop_rx))
         .await
@@ -314,19 +318,22 @@ pub(crate) fn list(args: &ListArgs) -> ExitCode {
                     })
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&items).map_err(anyhow::Error::from)?
             );
             return Ok(());
         }
         if entries.is_empty() {
-            println!("no server running");
+            outln!("no server running");
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<8} {:<8} {:<24} {:<12} ROUTES",
-            "PID", "STATE", "ADDRESS", "UPTIME"
+            "PID",
+            "STATE",
+            "ADDRESS",
+            "UPTIME"
         );
         for e in &entries {
             let (addr, up, routes) = match &e.info {
@@ -350,7 +357,7 @@ pub(crate) fn list(args: &ListArgs) -> ExitCode {
             } else {
                 "-".into()
             };
-            println!("{:<8} {state:<8} {addr:<24} {up:<12} {routes}", e.pid);
+            outln!("{:<8} {state:<8} {addr:<24} {up:<12} {routes}", e.pid);
         }
         Ok(())
     })())
@@ -382,7 +389,7 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
         None => entries,
     };
     if chosen.is_empty() {
-        println!("no server running");
+        outln!("no server running");
         return Ok(());
     }
     let mut waiting = Vec::new();
@@ -392,7 +399,7 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
             State::Stale => {
                 // Nobody holds the lock: the process is gone; never signal it.
                 match std::fs::remove_file(&e.path) {
-                    Ok(()) => println!("removed stale entry for pid {}", e.pid),
+                    Ok(()) => outln!("removed stale entry for pid {}", e.pid),
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                     Err(err) => unremovable.push(format!(
                         "cannot remove stale info file `{}` of pid {}: {err}",
@@ -421,11 +428,11 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
         loop {
             let alive = e.path.exists() && state::is_locked(&e.path).unwrap_or(false);
             if !alive {
-                println!("stopped server with pid {}", e.pid);
+                outln!("stopped server with pid {}", e.pid);
                 break;
             }
             if Instant::now() >= deadline {
-                println!(
+                outln!(
                     "server with pid {} still running after {}",
                     e.pid,
                     ws_config::format_duration(args.timeout)

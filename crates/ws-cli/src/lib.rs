@@ -19,11 +19,31 @@
 //! the default `demo` feature only serves the stock binary, which mounts the
 //! `demo-echo` components.
 
+/// `print!` to stdout that never panics: when stdout is a closed pipe
+/// (`ws-cli list | head -1`, a server whose terminal went away), what
+/// cannot be written is dropped. Returns nothing.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 pub mod config;
 mod logging;
+mod nofile;
 pub mod state;
+mod systemd;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -1,29 +1,28 @@
 //! Two real `ws-cli start` processes sharing one real `redis-server`
 //! through `[broker] redis_url`, driven from outside with WebSocket chat
-//! clients (`/chat/{room}`), the admin API (`POST /publish`) and
-//! `redis-cli`: rooms across servers, order over 10,000 messages, a Redis
-//! restart, and a server killed with SIGKILL.
+//! clients (`/chat/{room}`), the admin API (`POST /publish`) and Redis's
+//! own view (`CLIENT LIST`, `SCARD`): rooms across servers, order over
+//! 10,000 messages, a Redis restart, and a server killed with SIGKILL.
 //!
 //! Runs against the debug binary under `cargo test`, and against the
 //! release binary when `WS_CLI_BIN` names it. `redis-server` (Debian
-//! package `redis-server`, which brings `redis-cli`) is started per test on
-//! a free loopback port in a temporary directory; without it the tests are
+//! package `redis-server`) is started per test on a free loopback port in a
+//! temporary directory (`ws_test_support::Redis`); without it the tests are
 //! skipped with a notice, except under `CI=true`, where that is a failure.
 //! Measured timings are printed on stderr (`--nocapture` shows them).
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir, eventually};
+use common::{Running, eventually};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use ws_test_support::{Redis, TempDir};
 
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(5);
@@ -35,172 +34,14 @@ const KEY: &str = "broker-test-key";
 const HEARTBEAT: Duration = Duration::from_millis(200);
 const EXPIRY: Duration = Duration::from_millis(600);
 
-// ---------------------------------------------------------------- Redis --
-
-fn find(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([
-            "/usr/sbin".into(),
-            "/usr/bin".into(),
-            "/usr/local/bin".into(),
-        ])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// A `redis-server` of our own on a free loopback port, stopped by pid on
-/// drop, its directory removed.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    server: PathBuf,
-    cli: PathBuf,
-    dir: TempDir,
-}
-
-impl Redis {
-    /// Starts one; `None` (after a notice) when Redis is not installed,
-    /// except under `CI=true`, where that fails the test.
-    fn start(name: &str) -> Option<Self> {
-        let (Some(server), Some(cli)) = (find("redis-server"), find("redis-cli")) else {
-            let hint = "redis-server or redis-cli not found: install the Debian package \
-                        `redis-server` (apt-get install -y redis-server)";
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{hint} (CI=true: the broker end-to-end tests must run)"
-            );
-            eprintln!("SKIPPED: {hint}");
-            return None;
-        };
-        let mut r = Self {
-            child: None,
-            port: 0,
-            server,
-            cli,
-            dir: TempDir::new(&format!("redis-{name}")),
-        };
-        for _ in 0..5 {
-            r.port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            if r.spawn() {
-                return Some(r);
-            }
-        }
-        panic!("redis-server did not start on a free port after 5 attempts");
-    }
-
-    /// Starts the process on `self.port`; whether it answers PING.
-    fn spawn(&mut self) -> bool {
-        // Under `setpriv --pdeathsig` when available (it execs, so the pid
-        // is Redis's): a test process that dies leaves no Redis behind.
-        let mut cmd = match find("setpriv") {
-            Some(setpriv) => {
-                let mut c = Command::new(setpriv);
-                c.args(["--pdeathsig", "KILL"]).arg(&self.server);
-                c
-            }
-            None => Command::new(&self.server),
-        };
-        let child = cmd
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .arg("--logfile")
-            .arg(self.dir.join("redis.log"))
-            .args(["--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return false; // exited: the port was taken
-            }
-            if self.pings() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        false
-    }
-
-    fn pings(&self) -> bool {
-        use std::io::{Read as _, Write as _};
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL by pid (no goodbye to its clients), and wait for the exit.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// A fresh, empty process on the same port.
-    fn restart(&mut self) {
-        self.kill();
-        let deadline = Instant::now() + WAIT;
-        while !self.spawn() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not restart on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `redis-cli -p PORT ARGS…`, its output trimmed.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(&self.cli)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli");
-        assert!(
-            out.status.success(),
-            "redis-cli {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// How many Redis connections are subscribed the way a server's
-    /// subscriber is: to the bus and to both plain patterns.
-    fn subscribed_servers(&self) -> usize {
-        self.cli(&["CLIENT", "LIST", "TYPE", "pubsub"])
-            .lines()
-            .filter(|l| l.contains(" sub=1 psub=2 "))
-            .count()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// How many Redis connections are subscribed the way a server's subscriber
+/// is: to the bus and to both plain patterns.
+fn subscribed_servers(redis: &Redis) -> usize {
+    redis
+        .command(&["CLIENT", "LIST", "TYPE", "pubsub"])
+        .lines()
+        .filter(|l| l.contains(" sub=1 psub=2 "))
+        .count()
 }
 
 // -------------------------------------------------------------- servers --
@@ -244,7 +85,7 @@ key = "{KEY}"
 
 impl Pair {
     fn start(name: &str) -> Option<Self> {
-        let redis = Redis::start(name)?;
+        let redis = Redis::start()?;
         let dir = TempDir::new(&format!("broker-{name}"));
         let state = dir.join("state");
         std::fs::create_dir_all(&state).unwrap();
@@ -266,7 +107,7 @@ impl Pair {
 
     /// What server `name` ("a" or "b") logged so far (warnings and errors).
     fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(&format!("{name}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// SIGTERM to both, by pid; both exit 0.
@@ -510,8 +351,8 @@ async fn a_room_spans_both_servers_and_takes_pushes_from_outside() {
     // server receives it, every member gets it.
     let receivers = pair
         .redis
-        .cli(&["PUBLISH", "ws-provider:channel:chat:r1", "hello"]);
-    assert_eq!(receivers, "2", "PUBLISH reached {receivers} subscribers");
+        .command(&["PUBLISH", "ws-provider:channel:chat:r1", "hello"]);
+    assert_eq!(receivers, ":2", "PUBLISH reached {receivers} subscribers");
     for c in [&mut a1, &mut a2, &mut b1] {
         c.raw("hello").await;
     }
@@ -642,7 +483,7 @@ async fn a_redis_restart_answers_503_then_both_servers_resubscribe() {
     assert_eq!(n, 2);
     let (na1, _) = tokio::join!(a1.joins(), b1.joins());
     assert_eq!(na1, 2);
-    assert_eq!(pair.redis.subscribed_servers(), 2);
+    assert_eq!(subscribed_servers(&pair.redis), 2);
     a1.say("before").await;
     a1.said("before").await;
     b1.said("before").await;
@@ -690,7 +531,7 @@ async fn a_redis_restart_answers_503_then_both_servers_resubscribe() {
         Duration::from_secs(10),
         "both servers subscribe again",
         || {
-            let n = pair.redis.subscribed_servers();
+            let n = subscribed_servers(&pair.redis);
             async move { n == 2 }
         },
     )
@@ -752,8 +593,8 @@ async fn a_redis_restart_answers_503_then_both_servers_resubscribe() {
     a1.said("B again").await;
     assert_eq!(
         pair.redis
-            .cli(&["PUBLISH", "ws-provider:channel:chat:r3", "plain"]),
-        "2"
+            .command(&["PUBLISH", "ws-provider:channel:chat:r3", "plain"]),
+        ":2"
     );
     a1.raw("plain").await;
     b1.raw("plain").await;
@@ -789,7 +630,7 @@ async fn a_killed_server_leaves_presence_within_the_expiry() {
     })
     .await;
     assert!(waited < Duration::from_millis(100), "{waited:?}");
-    assert_eq!(pair.redis.cli(&["SCARD", "ws-provider:servers"]), "2");
+    assert_eq!(pair.redis.command(&["SCARD", "ws-provider:servers"]), ":2");
 
     pair.b.signal(nix::sys::signal::Signal::SIGKILL);
     let killed = Instant::now();
@@ -811,8 +652,8 @@ async fn a_killed_server_leaves_presence_within_the_expiry() {
     tokio::time::sleep(EXPIRY).await;
     assert_eq!(members_seen(&pair.a, "r4").await, 2);
     eventually(WAIT, "the dead server leaves the server set", || {
-        let n = pair.redis.cli(&["SCARD", "ws-provider:servers"]);
-        async move { n == "1" }
+        let n = pair.redis.command(&["SCARD", "ws-provider:servers"]);
+        async move { n == ":1" }
     })
     .await;
     drop((b1, b2));

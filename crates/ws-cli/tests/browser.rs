@@ -12,27 +12,17 @@ mod common;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ws_test_support::{ChildGuard, TempDir};
 
 const SECRET: &str = "browser-test-secret-0123456789abcdef";
 
 fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// Kills the child on drop (by its own pid).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    ws_test_support::find_in_path("chromium")
+        .or_else(|| ws_test_support::find_in_path("chromium-browser"))
 }
 
 fn jwt() -> String {
@@ -113,7 +103,7 @@ ws.onerror = () => fetch("/report", {{ method: "POST", body: "websocket error" }
 
 /// `ws-cli start` with the `frontend.user` aspect: an HS256 JWT in the
 /// cookie `fe_session`, its secret in a key file.
-fn start_server(dir: &common::TempDir) -> common::Running {
+fn start_server(dir: &TempDir) -> common::Running {
     let secret = dir.join("jwt.secret");
     std::fs::write(&secret, SECRET).unwrap();
     let config = dir.join("ws.toml");
@@ -126,20 +116,17 @@ fn start_server(dir: &common::TempDir) -> common::Running {
         ),
     )
     .unwrap();
-    common::Running::start(&dir.0, &["--config", config.to_str().unwrap()])
+    common::Running::start(dir.path(), &["--config", config.to_str().unwrap()])
 }
 
 #[test]
 fn chromium_session_cookie_becomes_the_aspect() {
-    let Some(browser) = chromium() else {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "Chromium is missing: apt-get install chromium"
-        );
-        eprintln!("SKIPPED: no chromium (apt-get install chromium)");
+    let Some(browser) =
+        chromium().or_else(|| ws_test_support::skip_or_fail("chromium", "chromium"))
+    else {
         return;
     };
-    let dir = common::TempDir::new("browser");
+    let dir = TempDir::new("browser");
     let server = start_server(&dir);
     let ws_addr = server.addr;
 
@@ -149,7 +136,7 @@ fn chromium_session_cookie_becomes_the_aspect() {
     serve_app(app, ws_addr, jwt(), tx);
 
     let profile = dir.join("profile");
-    let _browser = Guard(
+    let _browser = ChildGuard::new(
         Command::new(browser)
             .args([
                 "--headless",

@@ -25,11 +25,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir, eventually};
+use common::{Running, eventually};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use ws_tests::redis::Redis;
+use ws_test_support::{Postgres, Redis, TempDir};
 
 /// The admin API's key in these tests.
 const KEY: &str = "chaos-test-key";
@@ -370,172 +370,6 @@ timeout = "{ms}ms"
 
 // ------------------------------------------------- PostgreSQL restarts --
 
-/// A PostgreSQL cluster of our own on a free loopback port; as root it runs
-/// as `nobody` (PostgreSQL refuses root). Restartable on the same port.
-struct Postgres {
-    bin: PathBuf,
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    user: Option<(u32, u32)>,
-}
-
-impl Postgres {
-    fn start() -> Option<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
-            let mut v: Vec<(u32, PathBuf)> = d
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    let version = e.file_name().to_str()?.parse().ok()?;
-                    let bin = e.path().join("bin");
-                    bin.join("initdb").is_file().then_some((version, bin))
-                })
-                .collect();
-            v.sort();
-            v.pop().map(|(_, b)| b)
-        });
-        let Some(bin) = bin else {
-            let hint = "PostgreSQL not found: install the Debian package `postgresql`";
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{hint}");
-            eprintln!("SKIPPED: {hint}");
-            return None;
-        };
-        let user = nix::unistd::geteuid().is_root().then(|| {
-            let u = nix::unistd::User::from_name("nobody")
-                .ok()
-                .flatten()
-                .expect("user nobody");
-            (u.uid.as_raw(), u.gid.as_raw())
-        });
-        let dir = PathBuf::from(format!(
-            "/tmp/ws-e2e-chaos-pg-{}-{}",
-            std::process::id(),
-            ws_tests::free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        }
-        let mut pg = Self {
-            bin,
-            child: None,
-            port: ws_tests::free_port(),
-            dir,
-            user,
-        };
-        let out = pg
-            .command("initdb")
-            .arg("-D")
-            .arg(pg.dir.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
-            .args(["--no-locale"])
-            .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg.spawn();
-        Some(pg)
-    }
-
-    /// `bin/name`, as `nobody` when we are root, dying with the test.
-    fn command(&self, name: &str) -> Command {
-        let mut c = Command::new("setpriv");
-        if let Some((uid, gid)) = self.user {
-            c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
-                .arg("--clear-groups");
-        }
-        c.args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(self.bin.join(name))
-            .current_dir(&self.dir)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("pg.log"))
-            .unwrap();
-        let child = self
-            .command("postgres")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1", "-k"])
-            .arg(&self.dir)
-            .args(["-c", "fsync=off", "-c", "max_connections=40"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn postgres");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.ready() {
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not start: {}",
-                std::fs::read_to_string(self.dir.join("pg.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn ready(&self) -> bool {
-        self.command("pg_isready")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn psql(&self, sql: &str) {
-        let out = self
-            .command("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Fast shutdown (SIGINT: clients are disconnected), then waits.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGINT,
-                );
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_handshakes() {
     const CLIENTS: usize = 4;
@@ -591,7 +425,7 @@ max_connections = 4
     pg.stop();
     let stopped = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    pg.spawn();
+    pg.restart();
     let restarted = Instant::now();
     // Handshakes log in again (the pool drops its dead connections).
     let back = eventually(
@@ -751,7 +585,7 @@ impl Drop for ReadOnlyDir {
 #[test]
 fn a_read_only_state_dir_at_start_is_a_clear_error() {
     let dir = TempDir::new("chaos-ro-start");
-    let ro = ReadOnlyDir::new(&dir.0);
+    let ro = ReadOnlyDir::new(dir.path());
     ro.make_read_only();
     let started = Instant::now();
     let out = ro
@@ -777,7 +611,7 @@ fn a_read_only_state_dir_at_start_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_dir_turning_read_only_while_running_changes_nothing_for_clients() {
     let dir = TempDir::new("chaos-ro-run");
-    let ro = ReadOnlyDir::new(&dir.0);
+    let ro = ReadOnlyDir::new(dir.path());
     let mut child = ro
         .command(&["start", "--host", "127.0.0.1", "--port", "0"])
         .stdin(Stdio::null())
@@ -880,4 +714,65 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
         assert!(Instant::now() < deadline, "did not exit within {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The broker's queue counts against `max_buffered_memory_in_mb`: while
+/// Redis hangs, publications wait in memory only up to the budget; the one
+/// that would pass it is refused at once with 503 naming the setting, and
+/// those accepted are confirmed once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_waiting_for_a_stopped_redis_stay_within_the_memory_budget() {
+    let Some(redis) = Redis::start() else { return };
+    let url = redis.url();
+    let dir = TempDir::new("chaos-budget");
+    let server = start(
+        &dir,
+        &format!(
+            r#"{OPEN_LIMITS}
+[websocket]
+max_buffered_memory_in_mb = 1
+
+[broker]
+redis_url = "{url}"
+command_timeout = "10s"
+
+[admin]
+listen = "127.0.0.1:0"
+key = "{KEY}"
+"#
+        ),
+    );
+    let admin = server.admin_addr();
+    let (status, answer, _) = publish(admin, "nobody", "warm-up").await;
+    assert_eq!(status, 202, "{answer}");
+
+    redis.pause();
+    // Two of 450 kB wait for Redis (900 kB of the 1 MiB budget)...
+    let big = "x".repeat(450_000);
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let big = big.clone();
+            tokio::spawn(async move { publish(admin, "nobody", &big).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...a third does not fit: refused now, not after command_timeout.
+    let (status, answer, took) = publish(admin, "nobody", &big).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_buffered_memory_in_mb")),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    redis.resume();
+    for w in waiting {
+        let (status, answer, _) = w.await.unwrap();
+        assert_eq!(status, 202, "accepted before the budget ran out: {answer}");
+    }
+    eprintln!(
+        "chaos: Redis SIGSTOPped, 1 MiB budget: 2 × 450 kB waiting, the third refused in {took:?}: {answer}"
+    );
+    stop(server);
 }

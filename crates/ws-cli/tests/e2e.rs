@@ -9,11 +9,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir, cli, stderr, stdout};
+use common::{Running, bin, cli, stderr, stdout};
 use tokio_tungstenite::tungstenite::Message;
+use ws_test_support::TempDir;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -34,7 +35,7 @@ fn echo_once(url: &str, text: &str) {
 fn python_echo(url: &str) {
     let python = match std::env::var_os("WS_PYTHON") {
         Some(p) => p,
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        None if ws_test_support::on_ci() => {
             panic!("WS_PYTHON is not set under CI=true: run through `cargo xtask e2e`")
         }
         None => {
@@ -67,23 +68,23 @@ fn list_json(state: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn start_list_routes_echo_stop() {
     let state = TempDir::new("main");
-    let mut srv = Running::start(&state.0, &[]);
+    let mut srv = Running::start(state.path(), &[]);
 
     // list shows it running, with the fields scripts rely on.
-    let list = list_json(&state.0);
+    let list = list_json(state.path());
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["pid"], srv.pid);
     assert_eq!(list[0]["state"], "running");
     assert_eq!(list[0]["address"], srv.addr.to_string());
     assert!(list[0]["started_at"].as_u64().unwrap() > 1_600_000_000);
-    let table = stdout(&cli(&state.0, &["list"]));
+    let table = stdout(&cli(state.path(), &["list"]));
     assert!(
         table.contains("running") && table.contains(&srv.pid.to_string()),
         "{table}"
     );
 
     // routes (no server needed) matches the server's own listing.
-    let routes = cli(&state.0, &["routes", "--json"]);
+    let routes = cli(state.path(), &["routes", "--json"]);
     assert!(routes.status.success(), "{}", stderr(&routes));
     let routes: serde_json::Value = serde_json::from_slice(&routes.stdout).unwrap();
     assert_eq!(routes, list[0]["routes"]);
@@ -124,7 +125,7 @@ fn start_list_routes_echo_stop() {
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
 
     let started = Instant::now();
-    let stop = cli(&state.0, &["stop", "--timeout", "10s"]);
+    let stop = cli(state.path(), &["stop", "--timeout", "10s"]);
     assert!(stop.status.success(), "{}", stderr(&stop));
     assert!(
         stdout(&stop).contains(&format!("stopped server with pid {}", srv.pid)),
@@ -134,13 +135,13 @@ fn start_list_routes_echo_stop() {
     assert_eq!(srv.wait(Duration::from_secs(10)), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(watcher.join().unwrap().0, 1001);
-    assert!(list_json(&state.0).is_empty());
+    assert!(list_json(state.path()).is_empty());
     assert_eq!(
-        stdout(&cli(&state.0, &["list"])).trim(),
+        stdout(&cli(state.path(), &["list"])).trim(),
         "no server running"
     );
     assert_eq!(
-        std::fs::read_dir(&state.0).unwrap().count(),
+        std::fs::read_dir(state.path()).unwrap().count(),
         0,
         "info file left behind"
     );
@@ -149,7 +150,7 @@ fn start_list_routes_echo_stop() {
 #[test]
 fn prefix_and_sigterm() {
     let state = TempDir::new("prefix");
-    let mut srv = Running::start(&state.0, &["--prefix", "/ws"]);
+    let mut srv = Running::start(state.path(), &["--prefix", "/ws"]);
     echo_once(&srv.url("/ws/echo"), "prefixed");
     srv.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(srv.wait(Duration::from_secs(10)), Some(0));
@@ -158,11 +159,11 @@ fn prefix_and_sigterm() {
 #[test]
 fn two_servers_stop_one_by_pid_and_a_killed_one_is_stale() {
     let state = TempDir::new("two");
-    let mut a = Running::start(&state.0, &[]);
-    let mut b = Running::start(&state.0, &[]);
-    assert_eq!(list_json(&state.0).len(), 2);
+    let mut a = Running::start(state.path(), &[]);
+    let mut b = Running::start(state.path(), &[]);
+    assert_eq!(list_json(state.path()).len(), 2);
 
-    let stop = cli(&state.0, &["stop", &a.pid.to_string()]);
+    let stop = cli(state.path(), &["stop", &a.pid.to_string()]);
     assert!(stop.status.success(), "{}", stderr(&stop));
     assert_eq!(a.wait(Duration::from_secs(10)), Some(0));
     echo_once(&b.url("/echo"), "b still serves");
@@ -170,23 +171,23 @@ fn two_servers_stop_one_by_pid_and_a_killed_one_is_stale() {
     // SIGKILL: no cleanup, so the entry stays, marked stale.
     b.signal(nix::sys::signal::Signal::SIGKILL);
     assert_eq!(b.wait(Duration::from_secs(10)), None);
-    let list = list_json(&state.0);
+    let list = list_json(state.path());
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["state"], "stale");
-    assert!(stdout(&cli(&state.0, &["list"])).contains("stale"));
+    assert!(stdout(&cli(state.path(), &["list"])).contains("stale"));
 
     // stop cleans it without signalling anything.
-    let stop = cli(&state.0, &["stop"]);
+    let stop = cli(state.path(), &["stop"]);
     assert!(stop.status.success(), "{}", stderr(&stop));
     assert!(
         stdout(&stop).contains(&format!("removed stale entry for pid {}", b.pid)),
         "{}",
         stdout(&stop)
     );
-    assert!(list_json(&state.0).is_empty());
+    assert!(list_json(state.path()).is_empty());
 
     // Unknown pid: a clear message and exit code 2.
-    let unknown = cli(&state.0, &["stop", "999999"]);
+    let unknown = cli(state.path(), &["stop", "999999"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(
         stderr(&unknown).contains("no server with pid 999999"),
@@ -202,13 +203,13 @@ fn a_stale_entry_with_a_reused_pid_is_never_signalled() {
     let state = TempDir::new("reuse");
     let me = std::process::id();
     std::fs::write(
-        state.0.join(format!("{me}.json")),
+        state.path().join(format!("{me}.json")),
         format!(
             r#"{{"pid":{me},"address":"127.0.0.1:1","routes":[],"started_at":1,"version":"0"}}"#
         ),
     )
     .unwrap();
-    let stop = cli(&state.0, &["stop", &me.to_string()]);
+    let stop = cli(state.path(), &["stop", &me.to_string()]);
     assert!(stop.status.success(), "{}", stderr(&stop));
     assert!(
         stdout(&stop).contains("removed stale entry"),
@@ -220,9 +221,9 @@ fn a_stale_entry_with_a_reused_pid_is_never_signalled() {
 #[test]
 fn bad_config_and_taken_port_fail_before_listening() {
     let state = TempDir::new("bad");
-    let cfg = state.0.join("bad.toml");
+    let cfg = state.path().join("bad.toml");
     std::fs::write(&cfg, "[websocket]\nmax_frame_size_in_kb = 99999\n").unwrap();
-    let out = cli(&state.0, &["start", "--config", cfg.to_str().unwrap()]);
+    let out = cli(state.path(), &["start", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -230,23 +231,26 @@ fn bad_config_and_taken_port_fail_before_listening() {
         "{err}"
     );
     assert!(!stdout(&out).contains("running"));
-    assert!(list_json(&state.0).is_empty());
+    assert!(list_json(state.path()).is_empty());
 
     std::fs::write(&cfg, "[server]\nprot = 1\n").unwrap();
     let out = cli(
-        &state.0,
+        state.path(),
         &["check-config", "--config", cfg.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("prot"), "{}", stderr(&out));
 
-    let good = cli(&state.0, &["check-config"]);
+    let good = cli(state.path(), &["check-config"]);
     assert!(good.status.success());
     assert!(stdout(&good).contains("port = 18080"), "{}", stdout(&good));
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = cli(&state.0, &["start", "--host", "127.0.0.1", "--port", &port]);
+    let out = cli(
+        state.path(),
+        &["start", "--host", "127.0.0.1", "--port", &port],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -254,5 +258,26 @@ fn bad_config_and_taken_port_fail_before_listening() {
         "{err}"
     );
     assert!(err.contains("in use"), "{err}");
-    assert!(list_json(&state.0).is_empty());
+    assert!(list_json(state.path()).is_empty());
+}
+
+/// Output into a closed pipe (`ws-cli routes | head -1` once `head` is
+/// gone) is dropped: no panic, the command's own exit code.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let state = TempDir::new("closed-stdout");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin())
+        .args(["routes", "--state-dir"])
+        .arg(state.path())
+        .env_remove("WS_CONFIG")
+        .env_remove("WS_PORT")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
 }

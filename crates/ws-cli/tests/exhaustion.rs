@@ -23,13 +23,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Running, TempDir};
+use common::Running;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use ws_test_support::TempDir;
 use ws_tests::{WAIT, expect_close, next_text, send};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -60,7 +61,7 @@ impl Scenario {
     /// into a log shown on failure.
     fn start(&self, wrapper: &[&str]) -> Running {
         let config = self.config.to_str().unwrap();
-        Running::start_wrapped(&self.dir.0, &["--config", config], &self.log, wrapper)
+        Running::start_wrapped(self.dir.path(), &["--config", config], &self.log, wrapper)
     }
 
     /// The server's log so far.
@@ -206,6 +207,45 @@ const MEASURED: Duration = Duration::from_secs(2);
 
 /// What the server logs once when `accept` starts failing.
 const EXHAUSTED: &str = "accept failed (out of file descriptors or memory?)";
+
+/// The soft and hard descriptor limits of `pid`.
+fn nofile_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v[0], v[1])
+}
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one_and_a_short_one_is_named() {
+    // A soft limit below the hard one, as shells and most service managers
+    // hand it out: raised at start, no warning for the default
+    // max_connections (1,000).
+    let sc = Scenario::new("nofile-raise", "");
+    let srv = sc.start(&["prlimit", "--nofile=256:4096", "--"]);
+    assert_eq!(nofile_limits(srv.pid), (4096, 4096), "{}", sc.log());
+    let log = sc.log();
+    assert!(!log.contains("LimitNOFILE"), "{log}");
+    drop(srv);
+    // A hard limit too low for max_connections: one warning naming the
+    // setting and how to raise the limit; the server serves anyway.
+    let sc = Scenario::new("nofile-short", "");
+    let srv = sc.start(&["prlimit", "--nofile=256:256", "--"]);
+    assert_eq!(nofile_limits(srv.pid), (256, 256));
+    rt().block_on(async {
+        let mut ws = ws_tests::connect(&srv.url("/echo")).await;
+        round_trip(&mut ws, "served").await;
+    });
+    let log = sc.log();
+    assert_eq!(log.matches("LimitNOFILE").count(), 1, "{log}");
+    assert!(log.contains("server.max_connections"), "{log}");
+}
 
 #[test]
 fn a_flood_beyond_the_descriptor_limit_is_held_off_without_spinning_and_serving_resumes() {

@@ -11,10 +11,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Running, TempDir, cli, stderr};
+use common::{Running, cli, stderr};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use ws_test_support::TempDir;
 
 /// The longest any single exchange may take.
 const LIMIT: Duration = Duration::from_secs(5);
@@ -44,7 +45,7 @@ impl Scenario {
     fn start(&self) -> Running {
         let config = self.config.to_str().unwrap();
         Running::start_logged(
-            &self.dir.0,
+            self.dir.path(),
             &["--config", config],
             &self.dir.join("stderr.log"),
         )
@@ -273,7 +274,7 @@ fn route_policy_require_origin() {
     });
 
     let out = cli(
-        &sc.dir.0,
+        sc.dir.path(),
         &["routes", "--json", "--config", sc.config.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", stderr(&out));

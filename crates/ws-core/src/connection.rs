@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -122,7 +122,6 @@ struct Inner {
     hub: Hub,
     /// Counts the queue's bytes beyond its allowance.
     budget: MemoryBudget,
-    registered: AtomicBool,
 }
 
 impl Inner {
@@ -225,25 +224,12 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// A connection and the receiving end of its outgoing queue, holding at most
-    /// `queue_capacity` messages (at least 1).
-    ///
-    /// The connection has a hub of its own ([`Hub::local`]); servers use
-    /// [`with_hub`](Self::with_hub). Tests use it to drive a component
-    /// without a server (see [`testing`](crate::testing)).
-    pub fn new(info: HandshakeInfo, queue_capacity: usize) -> (Self, Outbox) {
-        Self::with_hub(info, queue_capacity, Hub::local())
-    }
-
-    /// A connection registered with `hub` until its outbox is closed or
-    /// dropped.
-    pub fn with_hub(info: HandshakeInfo, queue_capacity: usize, hub: Hub) -> (Self, Outbox) {
-        Self::with_budget(info, queue_capacity, hub, MemoryBudget::unlimited())
-    }
-
-    /// A connection registered with `hub`, whose queued bytes count
-    /// against `budget` (see [`budget`](crate::budget)).
-    pub fn with_budget(
+    /// A connection and the receiving end of its outgoing queue, holding at
+    /// most `queue_capacity` messages (at least 1), whose queued bytes count
+    /// against `budget`. It uses `hub` for [`hub`](Self::hub), `join` and
+    /// `leave`, but is not registered with it: that is the runtime's
+    /// business (`__runtime::Membership`).
+    pub(crate) fn open(
         mut info: HandshakeInfo,
         queue_capacity: usize,
         hub: Hub,
@@ -268,14 +254,11 @@ impl Connection {
             aspects: Mutex::new(aspects),
             hub,
             budget,
-            registered: AtomicBool::new(true),
         });
-        let conn = Self { inner };
-        conn.inner.hub.backend().register(&conn);
         let outbox = Outbox {
-            conn: Arc::clone(&conn.inner),
+            conn: Arc::clone(&inner),
         };
-        (conn, outbox)
+        (Self { inner }, outbox)
     }
 
     /// The connection's id.
@@ -424,11 +407,9 @@ impl Connection {
     }
 
     /// Replaces the aspect `name` (the server does this when a session is
-    /// revalidated); returns the previous one.
-    pub fn set_aspect(&self, name: &str, aspect: UserAspect) -> Option<Arc<UserAspect>> {
-        let old = self.lock_aspects().insert(name, aspect);
-        self.inner.hub.backend().refresh(self);
-        old
+    /// revalidated, then tells the hub); returns the previous one.
+    pub(crate) fn set_aspect(&self, name: &str, aspect: UserAspect) -> Option<Arc<UserAspect>> {
+        self.lock_aspects().insert(name, aspect)
     }
 
     /// The logged-in user (see [`Aspects::user`]), without copying the
@@ -586,9 +567,8 @@ impl Outbox {
 
     /// Runs `work` as the writer's own, like [`serving`](Self::serving)
     /// for a future: sends to this connection made meanwhile (on this
-    /// thread) do not wake the writer. The server runs
-    /// [`Component::on_message_now`](crate::Component::on_message_now) in
-    /// this.
+    /// thread) do not wake the writer. The server runs a
+    /// [`SyncComponent`](crate::SyncComponent)'s `on_message` in this.
     pub fn serving_now<R>(&self, work: impl FnOnce() -> R) -> R {
         let _restore = Restore(SERVING.with(|c| c.replace(Arc::as_ptr(&self.conn) as usize)));
         work()
@@ -610,14 +590,9 @@ impl Outbox {
     /// queued can still be taken. The server calls this as soon as the
     /// connection ends, whoever ended it.
     pub fn mark_closed(&mut self) {
-        {
-            let mut q = self.conn.lock_queue();
-            q.set(CLOSING);
-            q.waker = None;
-        }
-        if self.conn.registered.swap(false, Ordering::AcqRel) {
-            self.conn.hub.backend().unregister(self.conn.id);
-        }
+        let mut q = self.conn.lock_queue();
+        q.set(CLOSING);
+        q.waker = None;
     }
 }
 
@@ -675,9 +650,13 @@ mod tests {
         HandshakeInfo::new("127.0.0.1:9".parse().unwrap(), "/x")
     }
 
+    fn new(info: HandshakeInfo, cap: usize) -> (Connection, Outbox) {
+        Connection::open(info, cap, Hub::local(), MemoryBudget::unlimited())
+    }
+
     #[tokio::test]
     async fn send_full_then_closed() {
-        let (conn, mut outbox) = Connection::new(info(), 2);
+        let (conn, mut outbox) = new(info(), 2);
         conn.send("a").unwrap();
         conn.send("b").unwrap();
         assert!(matches!(conn.send("c"), Err(SendError::Full(_))));
@@ -691,7 +670,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_comes_after_queued_messages() {
-        let (conn, mut outbox) = Connection::new(info(), 8);
+        let (conn, mut outbox) = new(info(), 8);
         conn.send("1").unwrap();
         conn.send("2").unwrap();
         conn.close(CloseCode::POLICY_VIOLATION, "bye");
@@ -715,9 +694,8 @@ mod tests {
     async fn queued_bytes_count_against_the_budget_and_past_it_close_with_1013() {
         const U: usize = MemoryBudget::UNCOUNTED;
         let budget = MemoryBudget::new(140_000);
-        let (conn, mut outbox) = Connection::with_budget(info(), 100, Hub::local(), budget.clone());
-        let (other, other_outbox) =
-            Connection::with_budget(info(), 100, Hub::local(), budget.clone());
+        let (conn, mut outbox) = Connection::open(info(), 100, Hub::local(), budget.clone());
+        let (other, other_outbox) = Connection::open(info(), 100, Hub::local(), budget.clone());
         let chunk = bytes::Bytes::from(vec![0u8; 30_000]);
         let sent = |c: &Connection| c.send(chunk.clone()).map_err(|e| e.to_string());
         // The allowance (16 KiB) is not counted; beyond it every byte is.
@@ -765,7 +743,7 @@ mod tests {
     #[test]
     fn a_dropped_outbox_gives_its_bytes_back() {
         let budget = MemoryBudget::new(1 << 20);
-        let (conn, outbox) = Connection::with_budget(info(), 100, Hub::local(), budget.clone());
+        let (conn, outbox) = Connection::open(info(), 100, Hub::local(), budget.clone());
         conn.send(bytes::Bytes::from(vec![0u8; 100_000])).unwrap();
         assert!(budget.used() > 0);
         drop(outbox);
@@ -776,7 +754,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_a_waiting_outbox() {
-        let (conn, mut outbox) = Connection::new(info(), 8);
+        let (conn, mut outbox) = new(info(), 8);
         let waiter = tokio::spawn(async move {
             let mut buf = Vec::new();
             outbox.recv(&mut buf, 8).await
@@ -792,7 +770,7 @@ mod tests {
 
     #[tokio::test]
     async fn send_wakes_a_waiting_outbox() {
-        let (conn, mut outbox) = Connection::new(info(), 8);
+        let (conn, mut outbox) = new(info(), 8);
         let waiter = tokio::spawn(async move {
             let mut buf = Vec::new();
             let got = outbox.recv(&mut buf, 8).await;
@@ -818,7 +796,7 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         let mut cx = Context::from_waker(&waker);
-        let (conn, mut outbox) = Connection::new(info(), 8);
+        let (conn, mut outbox) = new(info(), 8);
         let mut buf = Vec::new();
         assert!(outbox.poll_recv(&mut cx, &mut buf, 8).is_pending());
         // An answer from the writer's own work: queued, no wake-up.
@@ -839,7 +817,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_is_not_kept_allocated_and_limits_hold() {
-        let (conn, mut outbox) = Connection::new(info(), 1000);
+        let (conn, mut outbox) = new(info(), 1000);
         for i in 0..1000 {
             conn.send(i.to_string()).unwrap();
         }
@@ -865,8 +843,8 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_state_is_typed() {
-        let (a, _oa) = Connection::new(info(), 1);
-        let (b, _ob) = Connection::new(info(), 1);
+        let (a, _oa) = new(info(), 1);
+        let (b, _ob) = new(info(), 1);
         assert_ne!(a.id(), b.id());
         assert_eq!(a.state::<u32>(), None);
         a.insert_state(5u32);
@@ -885,7 +863,7 @@ mod tests {
     fn params_by_name() {
         let mut i = info();
         i.params = vec![("room".into(), "lobby".into())];
-        let (c, _o) = Connection::new(i, 1);
+        let (c, _o) = new(i, 1);
         assert_eq!(c.param("room"), Some("lobby"));
         assert_eq!(c.param("nope"), None);
     }

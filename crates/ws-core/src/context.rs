@@ -24,7 +24,8 @@ pub enum Signal {
     User2,
 }
 
-/// One piece of work registered in [`ServerContext`].
+/// One piece of work registered in [`ServerContext`], as the server (or a
+/// test, through [`testing::tasks`](crate::testing::tasks)) sees it.
 #[non_exhaustive]
 pub enum Task {
     /// Call `callback` every `period`, first after one period.
@@ -71,13 +72,14 @@ pub struct ServerContext {
 
 impl ServerContext {
     /// A context for the component mounted on `route` (prefix included),
-    /// with a hub of its own.
+    /// with a hub of its own: for tests of `configure` (see
+    /// [`testing::tasks`](crate::testing::tasks)).
     pub fn new(route: impl Into<String>) -> Self {
         Self::with_hub(route, Hub::local())
     }
 
     /// A context sharing the server's hub.
-    pub fn with_hub(route: impl Into<String>, hub: Hub) -> Self {
+    pub(crate) fn with_hub(route: impl Into<String>, hub: Hub) -> Self {
         Self {
             route: route.into(),
             hub,
@@ -118,7 +120,7 @@ impl ServerContext {
     }
 
     /// The registered work, for the server to run.
-    pub fn into_tasks(self) -> Vec<Task> {
+    pub(crate) fn into_tasks(self) -> Vec<Task> {
         self.tasks
     }
 }

@@ -1,9 +1,14 @@
 //! Channels: connections join named channels, anyone publishes to a
 //! channel, to one connection or to every connection of a user.
 //!
-//! [`Hub`] is the handle components use; a [`HubBackend`] does the work.
+//! [`Hub`] is the handle components use (through
+//! [`Connection::hub`] and [`ServerContext::hub`](crate::ServerContext::hub));
+//! a [`HubBackend`] does the work. This module is the backend's contract:
 //! [`LocalHub`] delivers within one process; the server swaps in a broker
-//! (Redis pub/sub) to reach the connections of other server processes.
+//! (Redis pub/sub, the `ws-broker` crate) to reach the connections of other
+//! server processes. The runtime registers each connection with the backend
+//! when it opens, tells it when its aspects change, and unregisters it when
+//! it ends; components only join, leave, publish and ask for presence.
 //! Fan-out clones the message, which clones a `Bytes` handle, never the
 //! payload.
 //!
@@ -83,11 +88,13 @@ pub fn validate_channel(name: &str) -> Result<(), HubError> {
 /// The engine behind a [`Hub`].
 #[async_trait::async_trait]
 pub trait HubBackend: Send + Sync + 'static {
-    /// A connection opened (called by [`Connection::with_hub`]).
+    /// A connection opened (called by the runtime before `on_open`).
     fn register(&self, conn: &Connection);
-    /// A connection ended: it leaves every channel.
+    /// A connection ended: it leaves every channel (called by the runtime
+    /// once, as soon as the connection ends, before `on_close`).
     fn unregister(&self, conn: ConnectionId);
-    /// The connection's aspects changed (its user may be another one now).
+    /// The connection's aspects changed (its user may be another one now;
+    /// called by the runtime after a revalidation).
     fn refresh(&self, conn: &Connection) {
         let _ = conn;
     }
@@ -154,8 +161,8 @@ impl Hub {
         Self::new(LocalHub::default())
     }
 
-    /// The backend.
-    pub fn backend(&self) -> &Arc<dyn HubBackend> {
+    /// The backend (for the runtime: `__runtime::backend`).
+    pub(crate) fn backend(&self) -> &Arc<dyn HubBackend> {
         &self.0
     }
 
@@ -172,8 +179,7 @@ impl Hub {
     /// publication is safe: with a broker, until it acknowledged it (every
     /// server has it), else at once. For callers that must know, such as
     /// the admin API's 202; [`publish`](Self::publish) is the fast path.
-    /// Returns local deliveries. Other targets: [`HubBackend::publish_confirmed`]
-    /// through [`backend`](Self::backend).
+    /// Returns local deliveries.
     ///
     /// # Errors
     /// See [`HubBackend::publish_confirmed`].
@@ -475,17 +481,18 @@ impl HubBackend for LocalHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::__runtime::{self, Outbox, Outgoing, RegisteredOutbox};
     use crate::aspect::UserAspect;
-    use crate::connection::{HandshakeInfo, Outbox, Outgoing};
+    use crate::connection::HandshakeInfo;
     use crate::message::CloseFrame;
 
-    fn open(hub: &Hub, user: Option<(&str, &str)>, cap: usize) -> (Connection, Outbox) {
+    fn open(hub: &Hub, user: Option<(&str, &str)>, cap: usize) -> (Connection, RegisteredOutbox) {
         let mut info = HandshakeInfo::new(([127, 0, 0, 1], 1).into(), "/c");
         if let Some((id, name)) = user {
             info.aspects
                 .insert("frontend.user", UserAspect::user(id).with_username(name));
         }
-        Connection::with_hub(info, cap, hub.clone())
+        __runtime::open_registered(info, cap, hub.clone())
     }
 
     async fn drain(o: &mut Outbox) -> Vec<Message> {
@@ -564,7 +571,8 @@ mod tests {
         assert_eq!(drain(&mut o2).await.len(), 1);
         assert!(drain(&mut ob).await.is_empty());
         // The user changes: the index follows.
-        a1.set_aspect("frontend.user", UserAspect::anonymous());
+        __runtime::set_aspect(&a1, "frontend.user", UserAspect::anonymous());
+        hub.backend().refresh(&a1);
         assert_eq!(hub.send_to_user("7", "again").unwrap(), 1);
     }
 

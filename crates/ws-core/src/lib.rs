@@ -7,12 +7,17 @@
 //! without copying.
 //!
 //! A component implements [`Component`]; the server mounts it on
-//! [`Component::route`] under its prefix (or on [`default_route`] of its type
-//! path), hands each connection to `on_open`, each message to `on_message` in
-//! order, and calls `on_close` exactly once. A component whose message
-//! handling never awaits can handle messages in
-//! [`Component::on_message_now`] instead, which spares a boxed future per
-//! message.
+//! [`Component::route`] under its prefix (or on the [`default_route`] of its
+//! [`name`](Component::name)), hands each connection to `on_open`, each
+//! message to `on_message` in order, and calls `on_close` exactly once. A
+//! component whose message handling never waits implements
+//! [`SyncComponent`] instead: the same hooks, with a plain function for
+//! `on_message` (no future per message).
+//!
+//! The crate's root holds what components use. Two modules serve other
+//! audiences: [`hub`] is the contract of hub backends (the Redis broker
+//! implements it), and a hidden `__runtime` module is the server's
+//! plumbing — nothing in it is for components.
 //!
 //! ```
 //! use std::borrow::Cow;
@@ -29,6 +34,10 @@
 //!
 //! #[ws_core::async_trait]
 //! impl Component for Shout {
+//!     fn name(&self) -> Cow<'static, str> {
+//!         "my_app::Shout".into()
+//!     }
+//!
 //!     fn route(&self) -> Option<Cow<'static, str>> {
 //!         Some("/shout/{room}".into())
 //!     }
@@ -74,12 +83,15 @@
 //! # }
 //! ```
 
+#[doc(hidden)]
+#[path = "runtime.rs"]
+pub mod __runtime;
 mod aspect;
 pub mod budget;
 mod component;
 mod connection;
 mod context;
-mod hub;
+pub mod hub;
 mod message;
 mod route;
 pub mod testing;
@@ -89,14 +101,9 @@ pub use bytes::Bytes;
 pub use http::HeaderMap;
 
 pub use aspect::{Aspects, UserAspect};
-pub use component::{BoxError, Component, FnComponent, Handled, component_fn};
-pub use connection::{
-    Connection, ConnectionId, HandshakeInfo, Outbox, Outgoing, SendError, Serving,
-};
-pub use context::{BackgroundTask, ServerContext, Signal, Task};
-pub use hub::{
-    Hub, HubBackend, HubError, LocalHub, Member, SlowSubscriber, Target, member_of,
-    validate_channel,
-};
+pub use component::{BoxError, Component, FnComponent, SyncComponent, component_fn};
+pub use connection::{Connection, ConnectionId, HandshakeInfo, SendError};
+pub use context::{ServerContext, Signal};
+pub use hub::{Hub, HubError, Member};
 pub use message::{CloseCode, CloseFrame, CloseInitiator, CloseReason, Message, Utf8Bytes};
 pub use route::default_route;

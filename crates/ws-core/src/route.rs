@@ -1,6 +1,8 @@
-//! Default routes derived from a component's type path.
+//! Default routes derived from a component's name.
 
-/// The default route of a component named `type_path`, like the original's
+/// The default route of a component named `type_path` (its
+/// [`Component::name`](crate::Component::name), a path such as
+/// `vendor_extension::MyComponent`), like the original's
 /// `/Vendor_Extension_MyComponent`: `::` becomes `_`, and every character
 /// that is not an ASCII letter, digit, `_`, `-` or `.` becomes `_`, runs of
 /// `_` produced that way collapse into one, and none is left at the end.

@@ -18,11 +18,51 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use crate::component::{BoxError, Component, Handled};
-use crate::connection::{Connection, HandshakeInfo, Outbox, Outgoing};
+use crate::__runtime::{self, Handled, Outgoing, RegisteredOutbox};
+use crate::component::{BoxError, Component};
+use crate::connection::{Connection, HandshakeInfo};
+use crate::context::ServerContext;
 use crate::hub::Hub;
 use crate::message::{CloseFrame, CloseInitiator, CloseReason, Message};
+
+pub use crate::context::Task;
+
+/// What a component registered in `ctx` (in [`Component::configure`]), to
+/// check or run in a test.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ws_core::testing::{self, Task};
+/// use ws_core::{BoxError, Component, Connection, Message, ServerContext};
+///
+/// struct Clock;
+///
+/// #[ws_core::async_trait]
+/// impl Component for Clock {
+///     fn name(&self) -> std::borrow::Cow<'static, str> {
+///         "my_app::Clock".into()
+///     }
+///
+///     fn configure(self: Arc<Self>, ctx: &mut ServerContext) {
+///         ctx.every(Duration::from_secs(1), || {});
+///     }
+///
+///     async fn on_message(&self, _: &Connection, _: Message) -> Result<(), BoxError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let mut ctx = ServerContext::new("/my_app_Clock");
+/// Arc::new(Clock).configure(&mut ctx);
+/// let tasks = testing::tasks(ctx);
+/// assert!(matches!(tasks[..], [Task::Every { period, .. }] if period == Duration::from_secs(1)));
+/// ```
+pub fn tasks(ctx: ServerContext) -> Vec<Task> {
+    ctx.into_tasks()
+}
 
 /// What the component sent to the test client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +79,7 @@ pub enum Received {
 pub struct TestClient {
     component: Arc<dyn Component>,
     conn: Connection,
-    outbox: Outbox,
+    outbox: RegisteredOutbox,
     pending: VecDeque<Message>,
     closed: bool,
 }
@@ -83,7 +123,7 @@ impl TestClient {
         info: HandshakeInfo,
         hub: Hub,
     ) -> Result<Self, BoxError> {
-        let (conn, outbox) = Connection::with_hub(info, 1024, hub);
+        let (conn, outbox) = __runtime::open_registered(info, 1024, hub);
         component.on_open(&conn).await?;
         Ok(Self {
             component,
@@ -99,20 +139,60 @@ impl TestClient {
         &self.conn
     }
 
-    /// Delivers a message as the server does: to `on_message_now`, then,
-    /// if handed on, to `on_message`.
+    /// Delivers a message to `on_message` as the server does (a
+    /// [`SyncComponent`](crate::SyncComponent)'s without a future).
     ///
     /// # Errors
-    /// What either returned.
+    /// What `on_message` returned.
     pub async fn send(&mut self, msg: impl Into<Message>) -> Result<(), BoxError> {
-        match self.component.on_message_now(&self.conn, msg.into())? {
+        match __runtime::on_message_now(&*self.component, &self.conn, msg.into())? {
             Handled::Done => Ok(()),
             Handled::Later(msg) => self.component.on_message(&self.conn, msg).await,
         }
     }
 
+    /// The next thing the component sent, if it sent it already; never
+    /// waits. `None` when nothing is queued (or after the close was read).
+    /// For what must be there by now — an answer from `on_message`, which
+    /// [`send`](Self::send) ran to its end — so that a wrong component fails
+    /// the test instead of hanging it.
+    ///
+    /// ```
+    /// use ws_core::testing::{Received, TestClient};
+    /// use ws_core::{component_fn, Connection, Message};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let echo = component_fn("/echo", |conn: Connection, msg: Message| async move {
+    ///     conn.send(msg)?;
+    ///     Ok(())
+    /// });
+    /// let mut client = TestClient::open(echo, "/echo").await.unwrap();
+    /// assert_eq!(client.try_recv(), None);
+    /// client.send("hi").await.unwrap();
+    /// assert_eq!(client.try_recv(), Some(Received::Message("hi".into())));
+    /// assert_eq!(client.try_recv(), None);
+    /// # }
+    /// ```
+    pub fn try_recv(&mut self) -> Option<Received> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(Received::Message(m));
+        }
+        let mut buf = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.outbox.poll_recv(&mut cx, &mut buf, 64) {
+            Poll::Ready(Some(Outgoing::Messages(_))) => {
+                self.pending.extend(buf);
+                self.pending.pop_front().map(Received::Message)
+            }
+            Poll::Ready(Some(Outgoing::Close(frame))) => Some(Received::Close(frame)),
+            Poll::Ready(None) | Poll::Pending => None,
+        }
+    }
+
     /// The next thing the component sent; `None` after its close was read.
-    /// Waits when nothing is queued yet.
+    /// Waits when nothing is queued yet (for what a timer or another
+    /// connection sends); see [`try_recv`](Self::try_recv) for what must
+    /// be there already.
     pub async fn recv(&mut self) -> Option<Received> {
         if let Some(m) = self.pending.pop_front() {
             return Some(Received::Message(m));

@@ -59,8 +59,9 @@ impl<T> RouteTableBuilder<T> {
     /// Mounts `value` for `component` on `route` under the prefix.
     ///
     /// `route` is the component's custom route; `None` uses
-    /// [`ws_core::default_route`] of `component` (its type path, which is
-    /// also the name errors and listings show).
+    /// [`ws_core::default_route`] of `component` (the component's
+    /// [`name`](ws_core::Component::name), which is also what errors and
+    /// listings show).
     ///
     /// # Errors
     ///

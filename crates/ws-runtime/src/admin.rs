@@ -15,7 +15,7 @@
 //! (default `127.0.0.1:18081`), never on the public one.
 //!
 //! 202 means the publication is safe: it is sent with
-//! [`HubBackend::publish_confirmed`](ws_core::HubBackend::publish_confirmed),
+//! [`HubBackend::publish_confirmed`](ws_core::hub::HubBackend::publish_confirmed),
 //! so with a broker the answer waits until the broker acknowledged it
 //! (Redis answered the `PUBLISH`, at most the broker's `command_timeout`);
 //! otherwise 503, and the caller may publish again.
@@ -33,7 +33,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
-use ws_core::{ConnectionId, Hub, HubError, Message, Target};
+use ws_core::hub::{Target, validate_channel};
+use ws_core::{ConnectionId, Hub, HubError, Message};
 
 use crate::accept;
 
@@ -137,7 +138,7 @@ pub(crate) fn parse_publication(body: &[u8]) -> Result<(Target, Message), String
     let target = match target {
         "channel" => {
             let ch = text_field("channel")?;
-            ws_core::validate_channel(&ch).map_err(|e| format!("`channel`: {e}"))?;
+            validate_channel(&ch).map_err(|e| format!("`channel`: {e}"))?;
             Target::Channel(ch)
         }
         "user" => Target::User(text_field("user")?),
@@ -199,7 +200,10 @@ async fn handle(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match hub.backend().publish_confirmed(&target, msg).await {
+    match ws_core::__runtime::backend(&hub)
+        .publish_confirmed(&target, msg)
+        .await
+    {
         Ok(n) => json_response(StatusCode::ACCEPTED, &serde_json::json!({ "delivered": n })),
         Err(HubError::Unavailable(why)) => {
             tracing::warn!(reason = %why, "publication could not be forwarded to other servers");

@@ -18,8 +18,17 @@
 //!
 //! The port of the client is taken from the entry when it carries one
 //! (`Forwarded: for="[2001:db8::1]:4711"`), else it is 0 (unknown).
+//!
+//! The default trusts loopback only (`127.0.0.0/8`, `::1`): a reverse proxy
+//! on the same host is believed, nobody else is. When a peer that is not
+//! trusted sends a forwarding header while per-address limits are on, one
+//! warning naming `trusted_proxies` is logged (the first time only): behind
+//! a proxy on another host, every client would otherwise share that proxy's
+//! address and its per-address budget.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::HeaderMap;
 use http::header::{FORWARDED, HeaderName};
@@ -158,9 +167,28 @@ fn forwarded(headers: &HeaderMap) -> Vec<Hop> {
 pub(crate) struct ClientAddrResolver {
     pub(crate) trusted: TrustedProxies,
     pub(crate) header: ForwardedHeader,
+    /// Set when per-address limits are on: the one warning about forwarding
+    /// headers from an untrusted peer is still to be given while it holds
+    /// `false`.
+    untrusted_warning: Option<Arc<AtomicBool>>,
 }
 
 impl ClientAddrResolver {
+    /// A resolver for `trusted` proxies reading `header`; with
+    /// `per_address_limits`, the first forwarding header from an untrusted
+    /// peer logs one warning naming `trusted_proxies`.
+    pub(crate) fn new(
+        trusted: TrustedProxies,
+        header: ForwardedHeader,
+        per_address_limits: bool,
+    ) -> Self {
+        Self {
+            trusted,
+            header,
+            untrusted_warning: per_address_limits.then(Arc::default),
+        }
+    }
+
     /// The client's address for a request from `peer` with `headers`, or the
     /// reason the header cannot be used.
     pub(crate) fn resolve(
@@ -169,6 +197,7 @@ impl ClientAddrResolver {
         headers: &HeaderMap,
     ) -> Result<SocketAddr, String> {
         if self.trusted.is_empty() || !self.trusted.contains(peer.ip()) {
+            self.warn_untrusted(peer, headers);
             return Ok(peer);
         }
         let (hops, name) = match self.header {
@@ -192,6 +221,39 @@ impl ClientAddrResolver {
         }
         Ok(nearest)
     }
+
+    /// The one warning about a forwarding header from `peer`, not trusted;
+    /// whether it was given now.
+    fn warn_untrusted(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+        let Some(warned) = &self.untrusted_warning else {
+            return false;
+        };
+        if warned.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(name) = [
+            (X_FORWARDED_FOR, "X-Forwarded-For"),
+            (FORWARDED, "Forwarded"),
+        ]
+        .into_iter()
+        .find_map(|(h, name)| headers.contains_key(h).then_some(name)) else {
+            return false;
+        };
+        if warned.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        tracing::warn!(
+            peer = %peer.ip(),
+            header = name,
+            "a request from {} carries `{name}`, but {} is not in `trusted_proxies`, so the \
+             header is ignored; if it is your reverse proxy, add it to `trusted_proxies`, or \
+             all its clients share one address and one per-address limit (this warning is \
+             given once)",
+            peer.ip(),
+            peer.ip(),
+        );
+        true
+    }
 }
 
 #[cfg(test)]
@@ -201,10 +263,7 @@ mod tests {
 
     fn resolver(trusted: &[&str], header: ForwardedHeader) -> ClientAddrResolver {
         let entries: Vec<String> = trusted.iter().map(|s| (*s).to_owned()).collect();
-        ClientAddrResolver {
-            trusted: TrustedProxies::parse(&entries).unwrap(),
-            header,
-        }
+        ClientAddrResolver::new(TrustedProxies::parse(&entries).unwrap(), header, true)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -306,6 +365,47 @@ mod tests {
                 .unwrap_err()
                 .contains("`Forwarded`")
         );
+    }
+
+    #[test]
+    fn one_warning_for_forwarding_headers_from_an_untrusted_peer() {
+        let r = resolver(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
+        let plain = HeaderMap::new();
+        assert!(!r.warn_untrusted(sa("192.0.2.1:1"), &plain), "no header");
+        // The other header counts too: a proxy configured for it.
+        let h = headers(&[("forwarded", "for=203.0.113.7")]);
+        assert!(r.warn_untrusted(sa("192.0.2.1:1"), &h));
+        assert!(!r.warn_untrusted(sa("192.0.2.9:1"), &h), "once only");
+        // Clones (one per listener) share the one warning.
+        assert!(!r.clone().warn_untrusted(sa("192.0.2.9:1"), &h));
+        // Without per-address limits: nothing to warn about.
+        let quiet = ClientAddrResolver::new(
+            TrustedProxies::parse(&[]).unwrap(),
+            ForwardedHeader::XForwardedFor,
+            false,
+        );
+        assert!(!quiet.warn_untrusted(sa("192.0.2.1:1"), &h));
+    }
+
+    #[test]
+    fn the_default_trusts_loopback_only() {
+        let r = ClientAddrResolver::new(
+            TrustedProxies::parse(&crate::ServerConfig::default().trusted_proxies).unwrap(),
+            ForwardedHeader::XForwardedFor,
+            true,
+        );
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7")]);
+        for local in [
+            "127.0.0.1:1",
+            "127.0.0.53:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert_eq!(r.resolve(sa(local), &h), Ok(sa("203.0.113.7:0")), "{local}");
+        }
+        for remote in ["192.0.2.1:1", "[fd00::2]:1", "[::2]:1", "128.0.0.1:1"] {
+            assert_eq!(r.resolve(sa(remote), &h), Ok(sa(remote)), "{remote}");
+        }
     }
 
     #[test]

@@ -70,7 +70,9 @@ pub struct ServerConfig {
     /// `"127.0.0.1"`, `"10.0.0.0/8"`, `"fd00::/8"`) whose forwarding header
     /// is believed. Only when the TCP peer is one of them is the client
     /// address taken from [`forwarded_header`](Self::forwarded_header): the
-    /// right-most hop that is not itself a trusted proxy. Default: none.
+    /// right-most hop that is not itself a trusted proxy. Default: loopback
+    /// (`"127.0.0.0/8"`, `"::1"`), so a reverse proxy on the same host is
+    /// believed and nobody else; empty: no proxy at all.
     pub trusted_proxies: Vec<String>,
     /// `forwarded_header`: which header trusted proxies set,
     /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239, `for=`).
@@ -108,7 +110,7 @@ pub struct ServerConfig {
     /// subscriber whose outgoing queue is full: close it with 1013
     /// (default) or skip the message for it.
     #[serde(skip)]
-    pub slow_subscriber: ws_core::SlowSubscriber,
+    pub slow_subscriber: ws_core::hub::SlowSubscriber,
     /// `[tls]`: serve `wss://` with this certificate and key; `None` (the
     /// default) serves plain `ws://`.
     #[serde(skip)]
@@ -234,7 +236,7 @@ impl Default for ServerConfig {
             health_path: "/healthz".to_owned(),
             allowed_origins: Vec::new(),
             require_origin: false,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
             forwarded_header: ForwardedHeader::default(),
             max_connections: limits.max_connections,
             max_connections_per_address: limits.max_connections_per_address,
@@ -244,7 +246,7 @@ impl Default for ServerConfig {
             max_messages_per_second: messages.max_messages_per_second,
             max_messages_per_address_per_second: messages.max_messages_per_address_per_second,
             websocket: WebSocketSettings::default(),
-            slow_subscriber: ws_core::SlowSubscriber::default(),
+            slow_subscriber: ws_core::hub::SlowSubscriber::default(),
             tls: None,
             routes: Vec::new(),
         }
@@ -461,8 +463,8 @@ pub enum OnSessionEnd {
     #[default]
     Close,
     /// `"downgrade"`: the connection stays open; the aspect becomes
-    /// anonymous ([`Connection::set_aspect`](ws_core::Connection::set_aspect))
-    /// and the component is told through
+    /// anonymous (the server replaces it and tells the hub) and the
+    /// component is told through
     /// [`Component::on_aspect_change`](ws_core::Component::on_aspect_change).
     /// Route requirements (`require`) are checked at the handshake only: a
     /// component on a route that requires the aspect should close the

@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, HeaderValue, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use ws_core::{Message, Target};
+use ws_core::Message;
+use ws_core::hub::Target;
 
 use crate::config::{ConfigError, ForwardedHeader};
 
@@ -64,14 +65,15 @@ impl ClientAddrResolver {
     /// # Errors
     /// A bad `trusted_proxies` entry.
     pub fn new(trusted_proxies: &[String], forwarded: bool) -> Result<Self, ConfigError> {
-        Ok(Self(crate::client_addr::ClientAddrResolver {
-            trusted: crate::client_addr::TrustedProxies::parse(trusted_proxies)?,
-            header: if forwarded {
+        Ok(Self(crate::client_addr::ClientAddrResolver::new(
+            crate::client_addr::TrustedProxies::parse(trusted_proxies)?,
+            if forwarded {
                 ForwardedHeader::Forwarded
             } else {
                 ForwardedHeader::XForwardedFor
             },
-        }))
+            false,
+        )))
     }
 
     /// The client's address for a request from `peer`.

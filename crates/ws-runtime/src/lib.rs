@@ -75,6 +75,7 @@ mod convert;
 pub mod __fuzz;
 mod handshake;
 mod io;
+mod keepalive;
 mod origin;
 mod pipeline;
 mod policy;

@@ -446,10 +446,11 @@ mod tests {
             ..ws_ratelimit::ConnectionLimits::unlimited()
         })
         .unwrap();
-        let resolver = ClientAddrResolver {
-            trusted: crate::client_addr::TrustedProxies::parse(&[]).unwrap(),
-            header: crate::config::ForwardedHeader::XForwardedFor,
-        };
+        let resolver = ClientAddrResolver::new(
+            crate::client_addr::TrustedProxies::parse(&[]).unwrap(),
+            crate::config::ForwardedHeader::XForwardedFor,
+            false,
+        );
         type PolicyFor = fn(&str) -> Option<Arc<crate::origin::OriginPolicy>>;
         let held = HeldPermits::default();
         let mut req = Request::get("/").body(()).unwrap();

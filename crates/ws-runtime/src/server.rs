@@ -22,10 +22,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt as _};
+use ws_core::__runtime::{self, Membership};
 use ws_core::budget::MemoryBudget;
+use ws_core::hub::LocalHub;
 use ws_core::{
     Aspects, BoxError, CloseCode, Component, Connection, ConnectionId, HandshakeInfo, Hub,
-    LocalHub, ServerContext,
 };
 use ws_ratelimit::{AddressMessageLimiter, ConnectionLimiter, ConnectionPermit, LimitError};
 use ws_routing::{RouteError, RouteTable, RouteTableBuilder};
@@ -221,10 +222,13 @@ impl ServerBuilder {
             config.max_messages_per_address_per_second,
             limiter.grouping(),
         );
-        let resolver = ClientAddrResolver {
-            trusted: parsed.trusted,
-            header: config.forwarded_header,
-        };
+        let resolver = ClientAddrResolver::new(
+            parsed.trusted,
+            config.forwarded_header,
+            config.max_connections_per_address > 0
+                || config.max_connections_per_address_per_second > 0
+                || config.max_messages_per_address_per_second > 0,
+        );
         let server_origin = parsed.origin;
         let tls = config.tls.clone().map(Tls::load).transpose()?;
         let budget = self
@@ -479,10 +483,10 @@ impl Server {
         let shared = &self.shared;
         let mut work = Vec::new();
         for m in &shared.mounted {
-            let mut ctx = ServerContext::with_hub(&m.info.path, self.shared.hub.clone());
+            let mut ctx = __runtime::context(&m.info.path, self.shared.hub.clone());
             Arc::clone(&m.component).configure(&mut ctx);
             work.extend(
-                ctx.into_tasks()
+                __runtime::into_tasks(ctx)
                     .into_iter()
                     .map(|t| (m.info.component.clone(), t)),
             );
@@ -954,12 +958,14 @@ fn open_session<'a>(
     // proxies (our patch of tokio-tungstenite, vendor/README.md).
     let ws = WebSocketStream::from_raw_socket_in_one_task(io, Role::Server, Some(route.ws_config));
     info.headers = detached(&info.headers);
-    let (conn, outbox) = Connection::with_budget(
+    let (conn, outbox) = __runtime::open(
         info,
         shared.config.websocket.outgoing_queue,
         shared.hub.clone(),
         shared.budget.clone(),
     );
+    // In the hub (channels, users, presence) until the session ends.
+    let membership = Some(Membership::register(&conn));
     let client = conn.client_addr();
     let entry = shared.sessions.enter(&conn);
     let guard = MessageGuard::new(
@@ -974,6 +980,7 @@ fn open_session<'a>(
         ws,
         conn,
         outbox,
+        membership,
         component: Arc::clone(&route.component),
         cfg: &shared.session,
         guard,

@@ -22,16 +22,17 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as TMessage};
+use ws_core::__runtime::{self, Handled, Membership, Outbox, Outgoing};
 use ws_core::budget::{MemoryBudget, OverBudget};
 use ws_core::{
-    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, Handled,
-    Outbox, Outgoing, UserAspect,
+    BoxError, CloseCode, CloseFrame, CloseInitiator, CloseReason, Component, Connection, UserAspect,
 };
 use ws_ratelimit::{AddressMessageRate, MessageRate};
 
 use crate::auth::{Auth, AuthEvent, Watch};
 use crate::convert;
 use crate::io::Io;
+use crate::keepalive::{self, Keepalive, Verdict};
 use crate::read_ahead::ReadAhead;
 use crate::server::Held;
 
@@ -182,6 +183,10 @@ pub(crate) struct Session<'a> {
     pub(crate) ws: Ws,
     pub(crate) conn: Connection,
     pub(crate) outbox: Outbox,
+    /// The connection's registration with the hub: given up as soon as
+    /// the connection ends (before the close handshake and `on_close`), or
+    /// when the session is dropped.
+    pub(crate) membership: Option<Membership>,
     pub(crate) component: Arc<dyn Component>,
     pub(crate) cfg: &'a SessionConfig,
     pub(crate) guard: MessageGuard,
@@ -259,6 +264,9 @@ async fn finish(mut s: Box<Session<'_>>, end: End) {
     s.watch = None;
     let _ = s.budget.adjust(std::mem::take(&mut s.read_held), 0);
     s.outbox.mark_closed();
+    // It leaves every channel: nothing published reaches it any more, and
+    // presence no longer lists it.
+    s.membership = None;
     let reason = close(&mut s.ws, &mut s.outbox, end).await;
     // The socket closes now, before `on_close` runs; what is held (the
     // connection's places in the limits, its entry among the open
@@ -380,10 +388,8 @@ fn step_for_frame(frame: Option<Result<TMessage, WsError>>) -> Step {
 /// JWT's `exp`) share it, so a connection has one timer entry and the loop
 /// polls one timer, and only when nothing else is ready.
 pub(crate) struct Timer {
-    /// When the keepalive next looks at the connection (`None`: off).
-    ping_at: Option<Instant>,
-    /// When the last ping went out, if nothing was read since.
-    ping_sent: Option<Instant>,
+    /// Keepalive's decisions (plain logic, see [`crate::keepalive`]).
+    keepalive: Keepalive,
     /// When the next local session ends.
     end_at: Option<Instant>,
     /// The earlier of the two, as the socket adapter's clock: a message
@@ -395,8 +401,7 @@ pub(crate) struct Timer {
 impl Timer {
     /// Nothing due (the loop sets the timer when it starts).
     pub(crate) const OFF: Self = Self {
-        ping_at: None,
-        ping_sent: None,
+        keepalive: Keepalive::OFF,
         end_at: None,
         due: None,
     };
@@ -404,8 +409,7 @@ impl Timer {
     fn new(cfg: &SessionConfig, watch: Option<&Watch>) -> Self {
         let now = Instant::now();
         let mut t = Self {
-            ping_at: (!cfg.ping_interval.is_zero()).then(|| now + cfg.ping_interval),
-            ping_sent: None,
+            keepalive: Keepalive::new(cfg.ping_interval, now.into_std()),
             end_at: None,
             due: None,
         };
@@ -423,11 +427,7 @@ impl Timer {
             }),
             _ => None,
         };
-        self.due = match (self.ping_at, self.end_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(Instant::into_std);
+        self.due = keepalive::earliest(self.keepalive.due(), self.end_at.map(Instant::into_std));
     }
 }
 
@@ -528,11 +528,11 @@ async fn main_loop(s: &mut Session<'_>) -> End {
                     return End::ServerCloses(frame, CloseInitiator::Server, CLOSE_GRACE);
                 }
                 // Its answers to this connection need no wake-up: the loop
-                // looks at the outbox next. The component's synchronous hook
-                // first: no future is allocated for what it handles.
+                // looks at the outbox next. A `SyncComponent` handles it
+                // right here: no future is allocated.
                 let now = s.outbox.serving_now(|| {
                     std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        s.component.on_message_now(&s.conn, msg)
+                        __runtime::on_message_now(&*s.component, &s.conn, msg)
                     }))
                 });
                 let handled = match now {
@@ -623,14 +623,12 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
             }
         }
     }
-    if s.timer.ping_at.is_some_and(|at| at <= now) {
-        let interval = s.cfg.ping_interval;
-        // Read times come from the socket adapter: no clock read per
-        // message.
-        let last_seen = Instant::from_std(s.ws.get_ref().last_read());
-        let pinged = s.timer.ping_sent.is_some_and(|sent| last_seen < sent);
-        // Nothing read since the last ping either: the peer is gone.
-        if pinged && now.saturating_duration_since(last_seen) >= interval {
+    let interval = s.cfg.ping_interval;
+    // Read times come from the socket adapter: no clock read per message.
+    let last_seen = s.ws.get_ref().last_read();
+    match s.timer.keepalive.check(now.into_std(), last_seen, interval) {
+        Verdict::Wait => {}
+        Verdict::TimedOut => {
             return Some(End::ServerCloses(
                 CloseFrame::new(CloseCode::GOING_AWAY, "keepalive timeout"),
                 CloseInitiator::Server,
@@ -639,11 +637,10 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
                 Duration::from_millis(100),
             ));
         }
-        if now.saturating_duration_since(last_seen) >= interval {
+        Verdict::Ping => {
             // Silent for an interval: quiet until its next message, so its
             // read buffers go (the loop asks the stream once after a tick).
             s.ws.get_mut().set_quiet(true);
-            s.timer.ping_sent = Some(now);
             let ping = timeout(
                 s.cfg.write_timeout,
                 s.ws.send(TMessage::Ping(bytes::Bytes::new())),
@@ -651,10 +648,9 @@ async fn tick(s: &mut Session<'_>) -> Option<End> {
             if !matches!(ping.await, Ok(Ok(()))) {
                 return Some(End::Dropped);
             }
-            s.timer.ping_at = Some(Instant::now() + interval);
-        } else {
-            s.timer.ping_sent = None;
-            s.timer.ping_at = Some(last_seen + interval);
+            s.timer
+                .keepalive
+                .pinged(Instant::now().into_std(), interval);
         }
     }
     s.timer.set_end(s.watch.as_ref(), now);
@@ -669,12 +665,12 @@ async fn auth_event(event: Option<AuthEvent>, s: &mut Session<'_>) -> Option<End
         None => s.watch = None,
         Some(AuthEvent::Changed(name, user)) => {
             tracing::debug!(conn = %conn.id(), aspect = %name, "session changed");
-            conn.set_aspect(&name, user);
+            set_aspect(conn, &name, user);
             aspect_changed(component, conn, &name).await;
         }
         Some(AuthEvent::Downgrade(name)) => {
             tracing::debug!(conn = %conn.id(), aspect = %name, "session ended: aspect now anonymous");
-            conn.set_aspect(&name, UserAspect::anonymous());
+            set_aspect(conn, &name, UserAspect::anonymous());
             aspect_changed(component, conn, &name).await;
         }
         Some(AuthEvent::Close(name, frame)) => {
@@ -687,6 +683,13 @@ async fn auth_event(event: Option<AuthEvent>, s: &mut Session<'_>) -> Option<End
         }
     }
     None
+}
+
+/// Replaces the aspect `name` of the connection, then tells the hub (its
+/// user may be another one now).
+fn set_aspect(conn: &Connection, name: &str, aspect: UserAspect) {
+    __runtime::set_aspect(conn, name, aspect);
+    __runtime::backend(conn.hub()).refresh(conn);
 }
 
 /// Tells the component that aspect `name` changed; a panic is logged.

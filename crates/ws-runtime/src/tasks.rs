@@ -5,7 +5,8 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt as _;
 use tokio::task::JoinSet;
-use ws_core::{Signal, Task};
+use ws_core::__runtime::Task;
+use ws_core::Signal;
 
 /// Starts every task on the current runtime; dropping or aborting the set
 /// stops them all.

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use ws_runtime::{Server, ServerConfig};
-use ws_tests::child::{in_child_process, rss_kib};
+use ws_test_support::{in_child_process, rss_kib};
 use ws_tests::{TestServer, header_of, next_text, send, status_of, upgrade_request};
 
 const SLOW_CLIENTS: usize = 200;

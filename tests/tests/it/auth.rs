@@ -21,7 +21,7 @@ use ws_auth::{
 };
 use ws_core::{BoxError, Component, Connection, Message};
 use ws_runtime::{BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
-use ws_tests::redis::Redis;
+use ws_test_support::{Redis, TempDir};
 use ws_tests::{
     TestServer, body_of, connect_with, expect_close, header_of, next_text, raw_exchange, send,
     status_of, upgrade_request,
@@ -58,24 +58,19 @@ fn token(secs: i64) -> String {
     )
 }
 
-/// The HS256 secret in a file (with a trailing newline, which is trimmed).
-struct SecretFile(PathBuf);
+/// The HS256 secret in a file (with a trailing newline, which is trimmed),
+/// in a directory of its own removed with it.
+struct SecretFile(TempDir);
 
 impl SecretFile {
     fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "ws-tests-jwt-{}-{}.secret",
-            std::process::id(),
-            ws_tests::free_port()
-        ));
-        std::fs::write(&path, format!("{SECRET}\n")).expect("write the secret");
-        Self(path)
+        let dir = TempDir::new("jwt");
+        std::fs::write(dir.join("jwt.secret"), format!("{SECRET}\n")).expect("write the secret");
+        Self(dir)
     }
-}
 
-impl Drop for SecretFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    fn path(&self) -> PathBuf {
+        self.0.join("jwt.secret")
     }
 }
 
@@ -112,6 +107,10 @@ struct Recorder {
 
 #[ws_core::async_trait]
 impl Component for Recorder {
+    fn name(&self) -> Cow<'static, str> {
+        "auth::Recorder".into()
+    }
+
     fn route(&self) -> Option<Cow<'static, str>> {
         Some("/rec".into())
     }
@@ -173,7 +172,7 @@ async fn connect_cookie(srv: &TestServer, path: &str, cookie: &str) -> ws_tests:
 #[tokio::test]
 async fn jwt_in_a_cookie_logs_in() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, &format!("other=1; fe_token={}", token(300))).await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -185,7 +184,7 @@ async fn jwt_in_a_cookie_logs_in() {
 #[tokio::test]
 async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let mut ws = srv.connect(WHOAMI).await;
     let me = ask(&mut ws).await;
     assert_eq!(
@@ -197,7 +196,7 @@ async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
 #[tokio::test]
 async fn expired_malformed_and_forged_tokens_are_anonymous() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let forged = sign_with(
         "another-secret-entirely-0123456789",
         &json!({"sub": "1", "exp": now() + 300}),
@@ -280,7 +279,7 @@ async fn redis_change_updates_the_aspect_and_calls_the_hook() {
 #[tokio::test]
 async fn store_down_with_reject_is_503_naming_the_aspect() {
     // Nothing listens on this port: the store is down.
-    let url = format!("redis://127.0.0.1:{}", ws_tests::free_port());
+    let url = format!("redis://127.0.0.1:{}", ws_test_support::free_port());
     let reject = redis_aspect(&url).on_error(OnError::Reject);
     let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
@@ -319,7 +318,7 @@ async fn store_failing_while_connected_with_reject_closes_with_1013() {
     let srv = start(vec![reject], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     assert_eq!(ask(&mut ws).await["logged_in"], true);
-    redis.stop();
+    redis.kill();
     let (code, reason) = expect_close(&mut ws).await;
     assert_eq!((code, reason.as_str()), (1013, "session store unavailable"));
 }
@@ -329,7 +328,7 @@ async fn route_require_is_401_for_anonymous_and_101_when_logged_in() {
     let secret = SecretFile::new();
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec![ASPECT.into()];
-    let srv = start(vec![cookie_jwt(&secret.0)], vec![route], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![route], None).await;
     assert_eq!(srv.server.routes()[0].require, [ASPECT]);
     for extra in [String::new(), "Cookie: fe_token=garbage\r\n".to_owned()] {
         let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, &extra).as_bytes(), LIMIT).await;
@@ -358,7 +357,7 @@ async fn bearer_aspects_answer_401_with_www_authenticate() {
     let secret = SecretFile::new();
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec![ASPECT.into()];
-    let aspect = jwt_aspect(&secret.0, Credential::Bearer);
+    let aspect = jwt_aspect(&secret.path(), Credential::Bearer);
     let srv = start(vec![aspect], vec![route], None).await;
     let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, "").as_bytes(), LIMIT).await;
     assert_eq!(status_of(&resp), 401, "{resp}");
@@ -383,7 +382,7 @@ async fn require_groups_is_403_outside_the_groups() {
     editors.require = vec![ASPECT.into()];
     editors.require_groups = vec!["admins".into(), "editors".into()];
     let srv = start(
-        vec![cookie_jwt(&secret.0)],
+        vec![cookie_jwt(&secret.path())],
         vec![admins, editors],
         Some(Arc::default()),
     )
@@ -407,7 +406,7 @@ async fn require_groups_is_403_outside_the_groups() {
 #[tokio::test]
 async fn a_jwt_closes_the_connection_at_its_exp() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.0)], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let exp = now() + 2;
     let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": exp}));
     let mut ws = connect_cookie(&srv, WHOAMI, &format!("fe_token={jwt}")).await;
@@ -432,6 +431,10 @@ struct Silent;
 
 #[ws_core::async_trait]
 impl Component for Silent {
+    fn name(&self) -> Cow<'static, str> {
+        "auth::Silent".into()
+    }
+
     fn route(&self) -> Option<Cow<'static, str>> {
         Some("/silent".into())
     }
@@ -448,13 +451,14 @@ async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
 
     let secret = SecretFile::new();
     let mut config = ServerConfig::default();
+
     // No message-rate limit: only the session's end may close.
     config.max_messages_per_second = 0;
     config.max_messages_per_address_per_second = 0;
     let server = Server::builder()
         .component(Silent)
         .config(config)
-        .authenticator(authenticator(&[cookie_jwt(&secret.0)]).await)
+        .authenticator(authenticator(&[cookie_jwt(&secret.path())]).await)
         .build()
         .expect("server builds");
     let srv = TestServer::serve(server).await;
@@ -514,7 +518,7 @@ async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
 async fn downgrade_keeps_the_connection_and_calls_the_hook() {
     let secret = SecretFile::new();
     let recorder = Arc::new(Recorder::default());
-    let aspect = cookie_jwt(&secret.0).on_end(OnSessionEnd::Downgrade);
+    let aspect = cookie_jwt(&secret.path()).on_end(OnSessionEnd::Downgrade);
     let srv = start(vec![aspect], vec![], Some(Arc::clone(&recorder))).await;
     let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": now() + 2}));
     let mut ws = connect_cookie(&srv, "/rec", &format!("fe_token={jwt}")).await;
@@ -534,7 +538,7 @@ async fn downgrade_keeps_the_connection_and_calls_the_hook() {
 async fn a_protocol_credential_is_never_echoed_back() {
     let secret = SecretFile::new();
     let aspect = jwt_aspect(
-        &secret.0,
+        &secret.path(),
         Credential::Protocol {
             prefix: "bearer.".into(),
         },
@@ -598,7 +602,7 @@ async fn configuration_errors_name_the_aspect_and_the_key() {
     let e = Server::builder()
         .component(demo_echo::Whoami)
         .config(config)
-        .authenticator(authenticator(&[cookie_jwt(&secret.0)]).await)
+        .authenticator(authenticator(&[cookie_jwt(&secret.path())]).await)
         .build()
         .unwrap_err();
     let BuildError::Config(e) = e else {
@@ -661,7 +665,7 @@ async fn sqlite_sessions(path: &Path) {
 
 #[tokio::test]
 async fn sqlite_session_logs_in_and_others_are_anonymous() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = TempDir::new("sqlite");
     let path = dir.path().join("sessions.sqlite");
     sqlite_sessions(&path).await;
     let srv = start(vec![sql_aspect(&path)], vec![], None).await;
@@ -694,7 +698,7 @@ async fn sqlite_session_logs_in_and_others_are_anonymous() {
 
 #[tokio::test]
 async fn sqlite_missing_database_is_503_under_reject_else_anonymous() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = TempDir::new("sqlite");
     let gone = dir.path().join("missing.sqlite");
     let reject = sql_aspect(&gone).on_error(OnError::Reject);
     let srv = start(vec![reject], vec![], None).await;
@@ -851,7 +855,10 @@ async fn http_callback_forwards_the_cookie_and_logs_in() {
 #[tokio::test]
 async fn http_application_down_is_503_under_reject_else_anonymous() {
     // Nothing listens on this port: the application is down.
-    let url = format!("http://127.0.0.1:{}/api/ws-session", ws_tests::free_port());
+    let url = format!(
+        "http://127.0.0.1:{}/api/ws-session",
+        ws_test_support::free_port()
+    );
     let reject = http_aspect(&url).on_error(OnError::Reject);
     let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use ws_runtime::{Server, ServerConfig};
-use ws_tests::child::{in_child_process, rss_kib};
+use ws_test_support::{in_child_process, rss_kib};
 use ws_tests::{TestServer, next_text, raw_websocket, send};
 
 const CLIENTS: usize = 1000;

@@ -41,6 +41,10 @@ impl Probe {
 
 #[ws_core::async_trait]
 impl Component for Probe {
+    fn name(&self) -> Cow<'static, str> {
+        "guards::Probe".into()
+    }
+
     fn route(&self) -> Option<Cow<'static, str>> {
         Some(self.route.into())
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use ws_core::{
-    BoxError, CloseCode, CloseReason, Component, Connection, Handled, Message, ServerContext,
+    BoxError, CloseCode, CloseReason, Component, Connection, Message, ServerContext, SyncComponent,
 };
 use ws_runtime::{Server, ServerConfig};
 use ws_tests::{TestServer, expect_close, next_text, send};
@@ -46,6 +46,10 @@ impl Recorder {
 
 #[ws_core::async_trait]
 impl Component for Recorder {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "lifecycle::Recorder".into()
+    }
+
     fn route(&self) -> Option<std::borrow::Cow<'static, str>> {
         Some("/rec".into())
     }
@@ -60,20 +64,6 @@ impl Component for Recorder {
     async fn on_open(&self, conn: &Connection) -> Result<(), BoxError> {
         self.push(format!("open {}", conn.id()));
         Ok(())
-    }
-
-    /// `now …` is handled here, without a future; everything else goes on
-    /// to `on_message`.
-    fn on_message_now(&self, conn: &Connection, msg: Message) -> Result<Handled, BoxError> {
-        match msg.as_text().and_then(|t| t.strip_prefix("now ")) {
-            Some("fail") => Err("asked to fail now".into()),
-            Some("panic") => panic!("asked to panic now"),
-            Some(text) => {
-                conn.send(format!("now:{text}"))?;
-                Ok(Handled::Done)
-            }
-            None => Ok(Handled::Later(msg)),
-        }
     }
 
     async fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
@@ -93,6 +83,47 @@ impl Component for Recorder {
 
     async fn on_error(&self, conn: &Connection, error: BoxError) {
         self.push(format!("error {} {error}", conn.id()));
+    }
+}
+
+/// The recorder's synchronous twin on `/now`: `now …` answered, failing or
+/// panicking on command, anything else echoed; every message handled
+/// without a future.
+struct Now(Arc<Recorder>);
+
+#[ws_core::async_trait]
+impl SyncComponent for Now {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "lifecycle::Now".into()
+    }
+
+    fn route(&self) -> Option<std::borrow::Cow<'static, str>> {
+        Some("/now".into())
+    }
+
+    async fn on_open(&self, conn: &Connection) -> Result<(), BoxError> {
+        self.0.push(format!("open {}", conn.id()));
+        Ok(())
+    }
+
+    fn on_message(&self, conn: &Connection, msg: Message) -> Result<(), BoxError> {
+        match msg.as_text().and_then(|t| t.strip_prefix("now ")) {
+            Some("fail") => return Err("asked to fail now".into()),
+            Some("panic") => panic!("asked to panic now"),
+            Some(text) => conn.send(format!("now:{text}"))?,
+            None => conn.send(msg)?,
+        }
+        Ok(())
+    }
+
+    async fn on_close(&self, conn: &Connection, reason: CloseReason) {
+        let code = reason.frame.map_or(0, |f| f.code.0);
+        self.0
+            .push(format!("close {} {:?} {code}", conn.id(), reason.initiator));
+    }
+
+    async fn on_error(&self, conn: &Connection, error: BoxError) {
+        self.0.push(format!("error {} {error}", conn.id()));
     }
 }
 
@@ -201,12 +232,17 @@ async fn component_close_error_and_panic() {
 }
 
 #[tokio::test]
-async fn the_synchronous_hook_handles_or_hands_on_in_order_and_fails_like_on_message() {
+async fn a_synchronous_component_answers_in_order_and_fails_like_on_message() {
     let rec = Arc::new(Recorder::default());
-    let srv = start(&rec, ServerConfig::default()).await;
+    let srv = TestServer::start(
+        Server::builder()
+            .component_arc(Arc::clone(&rec) as Arc<dyn Component>)
+            .component(Now(Arc::clone(&rec))),
+    )
+    .await;
 
-    // Handled now, handed on, handled now: answers in the order sent.
-    let mut a = srv.connect("/rec").await;
+    // Answered without a future, in the order sent.
+    let mut a = srv.connect("/now").await;
     for m in ["now a", "b", "now c", "d"] {
         send(&mut a, m).await;
     }
@@ -214,13 +250,13 @@ async fn the_synchronous_hook_handles_or_hands_on_in_order_and_fails_like_on_mes
         assert_eq!(next_text(&mut a).await, want);
     }
 
-    let mut b = srv.connect("/rec").await;
+    let mut b = srv.connect("/now").await;
     send(&mut b, "now fail").await;
     assert_eq!(
         expect_close(&mut b).await,
         (1011, "internal error".to_owned())
     );
-    let mut c = srv.connect("/rec").await;
+    let mut c = srv.connect("/now").await;
     send(&mut c, "now panic").await;
     assert_eq!(expect_close(&mut c).await.0, 1011);
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt as _;
 use ws_runtime::{BuildError, Server, ServerConfig, TlsError, TlsSettings};
-use ws_tests::tls::{Issued, TempDir, TestCa, client_hello, connect_tls};
+use ws_test_support::TempDir;
+use ws_tests::tls::{Issued, TestCa, client_hello, connect_tls};
 use ws_tests::{TestServer, next_text, send};
 
 fn tls_config(settings: TlsSettings) -> ServerConfig {
@@ -33,7 +34,7 @@ async fn echo_once(ws: &mut ws_tests::tls::TlsClient, text: &str) {
 
 #[tokio::test]
 async fn wss_echo_with_a_generated_certificate() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls");
     let ca = TestCa::new("test CA");
     let (cert, key) = ca.server().write(&dir, "server");
     let srv = tls_server(TlsSettings::new(cert, key)).await;
@@ -70,7 +71,7 @@ async fn wss_echo_with_a_generated_certificate() {
 
 #[test]
 fn unusable_files_fail_the_build_naming_the_file() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls");
     let ca = TestCa::new("test CA");
     let (cert, key) = ca.server().write(&dir, "a");
     let (_, other_key) = ca.server().write(&dir, "b");
@@ -145,7 +146,7 @@ fn replace(issued: &Issued, cert: &std::path::Path, key: &std::path::Path) {
 
 #[tokio::test]
 async fn reload_uses_the_new_certificate_for_new_connections_only() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls");
     let (ca_a, ca_b) = (TestCa::new("CA A"), TestCa::new("CA B"));
     let (cert, key) = ca_a.server().write(&dir, "server");
     let srv = tls_server(TlsSettings::new(&cert, &key)).await;
@@ -194,7 +195,7 @@ async fn reload_uses_the_new_certificate_for_new_connections_only() {
 /// SIGHUP goes to the whole process, so this runs in a child of its own.
 #[test]
 fn sighup_reloads_the_certificate() {
-    ws_tests::child::in_child_process("tls::sighup_reloads_the_certificate", || {
+    ws_test_support::in_child_process("tls::sighup_reloads_the_certificate", || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(sighup_reload());
     });
@@ -205,7 +206,7 @@ async fn sighup_reload() {
     // Ours too, so that SIGHUP can never take the default action (exit)
     // here, whatever the order of events.
     let mut hup = signal(SignalKind::hangup()).unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls");
     let (ca_a, ca_b) = (TestCa::new("CA A"), TestCa::new("CA B"));
     let (cert, key) = ca_a.server().write(&dir, "server");
     let srv = tls_server(TlsSettings::new(&cert, &key)).await;
@@ -251,7 +252,7 @@ fn send_sighup_to_self() {
 
 #[tokio::test]
 async fn client_certificates_from_client_ca_are_required() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls");
     let server_ca = TestCa::new("server CA");
     let client_ca = TestCa::new("client CA");
     let (cert, key) = server_ca.server().write(&dir, "server");
@@ -340,7 +341,7 @@ async fn stall(addr: std::net::SocketAddr, bytes: Vec<u8>) -> Result<Duration, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_stalled_tls_handshakes_is_dropped_at_the_deadline() {
     let timeout = Duration::from_secs(1);
-    let dir = TempDir::new();
+    let dir = TempDir::new("tls");
     let ca = TestCa::new("test CA");
     let (cert, key) = ca.server().write(&dir, "server");
     let srv = tls_server(TlsSettings::new(cert, key)).await;

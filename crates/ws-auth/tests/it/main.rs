@@ -1,6 +1,6 @@
 //! Integration tests of ws-auth against real parts: a real Redis and a real
 //! PostgreSQL (Debian packages, started on free loopback ports by
-//! [`harness`]), SQLite in a temporary file, a real HTTP application served
+//! `ws_test_support`), SQLite in a temporary file, a real HTTP application served
 //! in-process, and JWTs signed with real keys (`tests/keys/`).
 //!
 //! One binary of modules, one per source, plus configuration checks.

@@ -8,8 +8,9 @@ use http::HeaderMap;
 use redis::AsyncCommands as _;
 use ws_auth::{Check, FailureKind, SessionEnd};
 
-use crate::harness::Redis;
+use crate::harness::redis_client;
 use crate::{authenticator, cookie, resolve_one};
+use ws_test_support::Redis;
 
 fn config(url: &str, extra_aspect: &str, extra_source: &str) -> String {
     format!(
@@ -30,7 +31,7 @@ timeout = "500ms"
 #[tokio::test]
 async fn json_record_with_ttl_logs_in() {
     let Some(redis) = Redis::start() else { return };
-    let mut db = redis.client().await;
+    let mut db = redis_client(&redis).await;
     let () = db
         .set_ex(
             "app:sess:abc",
@@ -69,7 +70,7 @@ async fn json_record_with_ttl_logs_in() {
 #[tokio::test]
 async fn hash_record_with_field_mapping() {
     let Some(redis) = Redis::start() else { return };
-    let mut db = redis.client().await;
+    let mut db = redis_client(&redis).await;
     let () = db
         .hset_multiple(
             "app:sess:h1",
@@ -100,7 +101,7 @@ async fn hash_record_with_field_mapping() {
 #[tokio::test]
 async fn anonymous_expired_and_malformed() {
     let Some(redis) = Redis::start() else { return };
-    let mut db = redis.client().await;
+    let mut db = redis_client(&redis).await;
     let past = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -164,7 +165,7 @@ async fn store_down_is_anonymous_or_a_503() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let mut db = redis.client().await;
+    let mut db = redis_client(&redis).await;
     let () = db.set("app:sess:abc", r#"{"id": 7}"#).await.unwrap();
     let lenient = authenticator(&config(&redis.url(), "", "")).await.unwrap();
     let strict = authenticator(&config(&redis.url(), "on_error = \"reject\"", ""))
@@ -182,7 +183,7 @@ async fn store_down_is_anonymous_or_a_503() {
             .logged_in
     );
 
-    redis.stop();
+    redis.kill();
     let started = Instant::now();
     let a = resolve_one(&lenient, "frontend.user", &h, None).await;
     assert!(!a.logged_in);
@@ -220,7 +221,7 @@ async fn revalidation_notices_logout_and_changes() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let mut db = redis.client().await;
+    let mut db = redis_client(&redis).await;
     let () = db
         .set("app:sess:abc", r#"{"id": 7, "groups": ["a"]}"#)
         .await
@@ -293,7 +294,7 @@ async fn revalidation_notices_logout_and_changes() {
         .revalidators
         .pop()
         .unwrap();
-    redis.stop();
+    redis.kill();
     assert!(matches!(lenient_r.check().await, Check::Valid(u) if u.id.as_deref() == Some("7")));
     let Check::Unavailable(e) = strict_r.check().await else {
         panic!("unavailable under reject")
@@ -304,7 +305,7 @@ async fn revalidation_notices_logout_and_changes() {
 #[tokio::test]
 async fn revalidation_at_the_ttl_follows_sliding_sessions() {
     let Some(redis) = Redis::start() else { return };
-    let mut db = redis.client().await;
+    let mut db = redis_client(&redis).await;
     let () = db.pset_ex("app:sess:s", r#"{"id": 1}"#, 800).await.unwrap();
     // No revalidate_every: only the known expiry (the TTL) is checked.
     let auth = authenticator(&config(&redis.url(), "", "")).await.unwrap();

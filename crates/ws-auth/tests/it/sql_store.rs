@@ -12,8 +12,8 @@ use sha2::Sha256;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use ws_auth::FailureKind;
 
-use crate::harness::Postgres;
 use crate::{authenticator, cookie, resolve_one};
+use ws_test_support::Postgres;
 
 fn unix_now() -> i64 {
     i64::try_from(
@@ -174,7 +174,7 @@ const PG_QUERY: &str = "SELECT uid AS id, name AS username, roles AS groups, \
 
 #[tokio::test]
 async fn postgres_sessions_slow_queries_and_outage() {
-    let Some(mut pg) = Postgres::start().await else {
+    let Some(mut pg) = Postgres::start() else {
         return;
     };
     let setup = sqlx::PgPool::connect(&pg.url()).await.unwrap();

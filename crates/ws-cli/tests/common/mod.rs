@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that drive the real `ws-cli` binary: which
-//! binary, temporary directories, one-shot commands, and a `ws-cli start`
-//! child stopped by pid when the test ends.
+//! binary, one-shot commands, and a `ws-cli start` child stopped by pid
+//! when the test ends (temporary directories, Redis and PostgreSQL come
+//! from `ws_test_support`).
 //!
 //! The binary is the debug one Cargo built for the test, or the one named
 //! by `WS_CLI_BIN` (`cargo xtask e2e` sets it to the release binary).
@@ -10,39 +11,17 @@
 use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use ws_test_support::ChildGuard;
 
 /// The `ws-cli` binary under test.
 pub fn bin() -> PathBuf {
     std::env::var_os("WS_CLI_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ws-cli")))
-}
-
-/// A temporary directory, removed at the end.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// `$TMPDIR/ws-e2e-<name>-<pid>`, empty.
-    pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ws-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    /// A path inside it.
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs `ws-cli ARGS --state-dir STATE` to completion.
@@ -70,7 +49,7 @@ pub fn stderr(o: &Output) -> String {
 /// A `ws-cli start` child; killed (by its pid) if the test fails before
 /// stopping it.
 pub struct Running {
-    child: Option<Child>,
+    child: ChildGuard,
     /// Where the WebSocket server listens.
     pub addr: SocketAddr,
     /// The child's pid, as `start` printed it.
@@ -132,12 +111,13 @@ impl Running {
             .stderr(err)
             .spawn()
             .expect("spawn ws-cli start");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdout = child.stdout.take().unwrap();
+        let mut child = ChildGuard::new(child);
+        let mut lines = BufReader::new(stdout).lines();
         let first = match lines.next() {
             Some(Ok(l)) => l,
             other => {
-                let _ = child.kill();
-                let _ = child.wait();
+                child.kill();
                 let shown = log.map(tail).unwrap_or_default();
                 panic!("`ws-cli start` printed no first line ({other:?}){shown}");
             }
@@ -151,7 +131,7 @@ impl Running {
         );
         let addr: SocketAddr = words[4].parse().unwrap();
         let pid: u32 = words[7].parse().unwrap();
-        assert_eq!(pid, child.id());
+        assert_eq!(pid, child.pid());
         // Keep draining stdout so the child never blocks on a full pipe;
         // the lines stay readable through `line_starting`.
         let (tx, rx) = mpsc::channel();
@@ -161,7 +141,7 @@ impl Running {
             }
         });
         Self {
-            child: Some(child),
+            child,
             addr,
             pid,
             lines: rx,
@@ -200,24 +180,12 @@ impl Running {
     /// Waits for the process to exit; its exit code (`None`: killed by a
     /// signal).
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("pid {} did not exit within {limit:?}", self.pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.wait(limit).code()
     }
 
     /// Whether [`Running::wait`] saw the process exit.
     pub fn has_exited(&self) -> bool {
-        self.child.is_none()
+        self.child.exit_status().is_some()
     }
 
     /// Sends `sig` to the child, by pid.
@@ -228,10 +196,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The guard kills the process (if still running) after this.
         if std::thread::panicking()
             && let Some(log) = &self.log
         {

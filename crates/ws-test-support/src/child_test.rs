@@ -6,6 +6,8 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ChildGuard;
+
 /// The environment variable that tells a child which test it is to run.
 const CHILD_ENV: &str = "WS_TESTS_CHILD";
 
@@ -19,6 +21,10 @@ const CHILD_LIMIT: Duration = Duration::from_secs(180);
 ///
 /// The test calling this must be a plain `#[test]` (the child builds its own
 /// runtime in `body`).
+///
+/// # Panics
+/// In the parent, when the child fails, runs no test, or runs longer than
+/// 180 s (it is killed).
 pub fn in_child_process(name: &str, body: impl FnOnce()) {
     if std::env::var(CHILD_ENV).is_ok_and(|v| v == name) {
         body();
@@ -45,14 +51,14 @@ pub fn in_child_process(name: &str, body: impl FnOnce()) {
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let mut child = ChildGuard::new(child);
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().expect("child status") {
+        if let Some(status) = child.try_exited() {
             break status;
         }
         if started.elapsed() > CHILD_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
             panic!("child test {name} ran longer than {CHILD_LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -68,6 +74,9 @@ pub fn in_child_process(name: &str, body: impl FnOnce()) {
 
 /// The resident set size of this process, in KiB (`VmRSS` in
 /// `/proc/self/status`).
+///
+/// # Panics
+/// Without `/proc/self/status` (not Linux).
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
