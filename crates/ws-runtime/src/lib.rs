@@ -80,6 +80,7 @@ mod origin;
 mod pipeline;
 mod policy;
 mod read_ahead;
+mod registry;
 mod server;
 mod session;
 mod tasks;
