@@ -39,8 +39,7 @@ impl TestServer {
         Self::serve(builder.build().expect("server builds")).await
     }
 
-    /// Starts a built server (one with aspects is built with
-    /// `build_async`).
+    /// Starts a built server.
     pub async fn serve(server: Server) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -151,16 +151,16 @@ async fn echo_server(ping_interval: Duration) -> TestServer {
     let mut config = ServerConfig::default();
     config.max_connections_per_address = 0;
     config.max_connections_per_address_per_second = 0;
-    config.ping_interval = ping_interval;
+    config.websocket.ping_interval = ping_interval;
     // Room for the 1 MiB echo below (the default is 64 KiB).
-    config.max_message_size = 2 << 20;
-    config.max_frame_size = 2 << 20;
+    config.websocket.max_message_size = 2 << 20;
+    config.websocket.max_frame_size = 2 << 20;
     TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_keep_no_read_or_write_buffers_while_idle() {
-    let srv = echo_server(ServerConfig::default().ping_interval).await;
+    let srv = echo_server(ServerConfig::default().websocket.ping_interval).await;
     // Warm up the runtime, the allocator and the server's tables.
     let warm = raw_websocket(srv.addr).await;
     drop(warm);

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use http::HeaderMap;
 use ws_core::{Aspects, UserAspect};
 
-use crate::config::{AspectConfig, Credential, OnError, SourceConfig};
+use crate::config::{AspectConfig, Credential, OnError, OnSessionEnd, SourceConfig};
 use crate::error::{AuthError, ConfigError};
 use crate::revalidate::Revalidator;
 use crate::source::{Lookup, Source};
@@ -33,6 +33,7 @@ pub(crate) struct Entry {
     pub(crate) on_error: OnError,
     pub(crate) every: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) on_end: OnSessionEnd,
     pub(crate) source: Source,
 }
 
@@ -90,12 +91,18 @@ impl Authenticator {
                 on_error: c.on_error,
                 every: c.revalidate_every.filter(|d| !d.is_zero()),
                 timeout,
+                on_end: c.on_end,
                 source,
             }));
         }
         Ok(Self {
             entries: entries.into(),
         })
+    }
+
+    /// Every configured aspect, in configuration order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().map(|e| &**e)
     }
 
     /// Whether no aspect is configured.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+pub use ws_runtime::OnSessionEnd;
 
 /// One `[[aspect]]` table.
 ///
@@ -25,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// credential = { cookie = "fe_typo_user" }
 /// on_error = "anonymous"
 /// revalidate_every = "30s"
+/// on_end = "close"
 ///
 /// [aspect.redis]
 /// url = "redis://127.0.0.1:6379"
@@ -45,6 +47,9 @@ pub struct AspectConfig {
     /// again (`"0s"` or absent: never periodically). Not allowed for `jwt`,
     /// whose tokens end at their `exp` without any check.
     pub revalidate_every: Option<Duration>,
+    /// `on_end`: what ending the session (logout, deletion, expiry) does to
+    /// an open connection: `"close"` (default, 1008) or `"downgrade"`.
+    pub on_end: OnSessionEnd,
     /// The one source table: `jwt`, `redis`, `sql` or `http`.
     pub source: SourceConfig,
 }
@@ -194,7 +199,7 @@ pub struct JwtConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_env: Option<String>,
     /// `leeway`: clock skew allowed on `exp` and `nbf` (default `"5s"`).
-    #[serde(default = "default_leeway", with = "duration")]
+    #[serde(default = "default_leeway", with = "ws_config::duration")]
     pub leeway: Duration,
     /// `issuer`: when set, `iss` must be present and equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,7 +265,7 @@ pub struct RedisConfig {
     #[serde(default)]
     pub format: RecordFormat,
     /// `timeout`: longest wait for an answer (default `"2s"`).
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "ws_config::duration")]
     pub timeout: Duration,
     /// `[aspect.redis.fields]`: field mapping.
     #[serde(default)]
@@ -329,7 +334,7 @@ pub struct SqlConfig {
     pub secret_env: Option<String>,
     /// `timeout`: longest time for a connection and the query together
     /// (default `"2s"`); PostgreSQL also cancels the statement then.
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "ws_config::duration")]
     pub timeout: Duration,
     /// `max_connections`: size bound of the pool (default 8).
     #[serde(default = "default_max_connections")]
@@ -384,12 +389,12 @@ pub struct HttpConfig {
     #[serde(default)]
     pub forward_headers: Vec<String>,
     /// `timeout`: longest wait for the whole answer (default `"2s"`).
-    #[serde(default = "default_timeout", with = "duration")]
+    #[serde(default = "default_timeout", with = "ws_config::duration")]
     pub timeout: Duration,
     /// `cache_ttl`: how long an answer is reused for the same credential
     /// (default `"5s"`; `"0s"`: no cache). A logout is noticed at the latest
     /// this much after the application forgot the session.
-    #[serde(default = "default_cache_ttl", with = "duration")]
+    #[serde(default = "default_cache_ttl", with = "ws_config::duration")]
     pub cache_ttl: Duration,
     /// `cache_size`: most answers cached (default 10000); the oldest go first.
     #[serde(default = "default_cache_size")]
@@ -510,8 +515,16 @@ impl AspectConfig {
             credential,
             on_error: OnError::default(),
             revalidate_every: None,
+            on_end: OnSessionEnd::default(),
             source,
         }
+    }
+
+    /// Sets `on_end`.
+    #[must_use]
+    pub fn on_end(mut self, on_end: OnSessionEnd) -> Self {
+        self.on_end = on_end;
+        self
     }
 
     /// Sets `on_error`.
@@ -571,10 +584,12 @@ struct RawAspect {
     on_error: OnError,
     #[serde(
         default,
-        with = "optional_duration",
+        with = "ws_config::optional_duration",
         skip_serializing_if = "Option::is_none"
     )]
     revalidate_every: Option<Duration>,
+    #[serde(default, with = "on_end")]
+    on_end: OnSessionEnd,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jwt: Option<JwtConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -612,6 +627,7 @@ impl TryFrom<RawAspect> for AspectConfig {
             credential: raw.credential,
             on_error: raw.on_error,
             revalidate_every: raw.revalidate_every,
+            on_end: raw.on_end,
             source,
         })
     }
@@ -624,6 +640,7 @@ impl From<AspectConfig> for RawAspect {
             credential: c.credential,
             on_error: c.on_error,
             revalidate_every: c.revalidate_every,
+            on_end: c.on_end,
             jwt: None,
             redis: None,
             sql: None,
@@ -717,46 +734,21 @@ impl<'de> Visitor<'de> for CredentialVisitor {
     }
 }
 
-/// Durations as human-readable strings: `"10s"`, `"500ms"`, `"1m 30s"`.
-mod duration {
-    use std::time::Duration;
-
+/// The runtime's [`OnSessionEnd`], as `"close"` or `"downgrade"`.
+mod on_end {
     use serde::{Deserialize as _, Deserializer, Serializer};
+    use ws_runtime::OnSessionEnd;
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+    pub(super) fn serialize<S: Serializer>(v: &OnSessionEnd, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-
-    pub(super) fn parse(s: &str) -> Result<Duration, String> {
-        if s.trim() == "0" {
-            return Ok(Duration::ZERO);
-        }
-        humantime::parse_duration(s).map_err(|e| {
-            format!("`{s}` is not a duration ({e}); write it like \"10s\", \"500ms\" or \"2m\"")
-        })
-    }
-}
-
-/// An optional duration; `"0s"` means none.
-mod optional_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        super::duration::serialize(&d.unwrap_or_default(), s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let d =
-            super::duration::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)?;
-        Ok(Some(d).filter(|d| !d.is_zero()))
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OnSessionEnd, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(|e: ws_runtime::ConfigError| {
+                serde::de::Error::custom(format!("on_end {}", e.reason))
+            })
     }
 }
 

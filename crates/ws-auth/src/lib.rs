@@ -1,12 +1,15 @@
 //! Authentication aspects for ws-provider: who is on each connection, from
 //! the application's own sessions or tokens.
 //!
-//! `ws-runtime` builds one [`Authenticator`] from the `[[aspect]]` tables of
-//! the configuration ([`AspectConfig`]) and calls
-//! [`resolve`](Authenticator::resolve) at every handshake; components see the
-//! result through `ws_core::Connection::aspect`. This crate depends on
-//! `ws-core` for [`UserAspect`] and [`Aspects`] and knows nothing of the
-//! runtime or the CLI.
+//! One [`Authenticator`] is built from the `[[aspect]]` tables of the
+//! configuration ([`AspectConfig`]) and handed to the server
+//! (`ws_runtime::ServerBuilder::authenticator`), which calls
+//! [`resolve`](Authenticator::resolve) at every handshake through the
+//! runtime's `Authenticate` seam; components see the result through
+//! `ws_core::Connection::aspect`. This crate depends on `ws-core` for
+//! [`UserAspect`] and [`Aspects`] and on `ws-runtime` for the seam it
+//! implements (the runtime does not depend on it); it knows nothing of the
+//! CLI.
 //!
 //! An aspect has a name (`frontend.user`), a [`Credential`] (a cookie, a
 //! query parameter, `Authorization: Bearer`, or a `Sec-WebSocket-Protocol`
@@ -103,12 +106,13 @@ mod error;
 pub mod __fuzz;
 mod mapping;
 mod revalidate;
+mod runtime;
 mod source;
 
 pub use authenticator::{Authenticator, Resolved};
 pub use config::{
     AspectConfig, Credential, FieldMap, HttpConfig, HttpMethod, JwtAlgorithm, JwtConfig, OnError,
-    RecordFormat, RedisConfig, Secret, SessionHash, SourceConfig, SqlConfig,
+    OnSessionEnd, RecordFormat, RedisConfig, Secret, SessionHash, SourceConfig, SqlConfig,
 };
 pub use credential::MAX_CREDENTIAL_LEN;
 pub use error::{AuthError, ConfigError, FailureKind};

@@ -36,12 +36,12 @@ pub struct BrokerConfig {
     /// whitespace, control or glob characters (`* ? [ ] \`).
     pub prefix: String,
     /// How often this server refreshes its presence entries in Redis.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub presence_heartbeat: Duration,
     /// How long presence entries live without a refresh: the longest a
     /// crashed server's members stay visible. At least twice the heartbeat;
     /// three times is the default.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub presence_expiry: Duration,
     /// What happens to a local subscriber whose outgoing queue is full.
     pub slow_subscriber: SlowSubscriberPolicy,
@@ -50,10 +50,10 @@ pub struct BrokerConfig {
     pub queue_size: usize,
     /// Longest wait between two reconnection attempts (the wait starts at
     /// 100 ms and doubles up to this).
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub reconnect_max_delay: Duration,
     /// Deadline for connecting to Redis and for each command.
-    #[serde(with = "duration")]
+    #[serde(with = "ws_config::duration")]
     pub command_timeout: Duration,
 }
 
@@ -143,26 +143,6 @@ impl From<SlowSubscriberPolicy> for SlowSubscriber {
             SlowSubscriberPolicy::Close => Self::Close,
             SlowSubscriberPolicy::Drop => Self::Drop,
         }
-    }
-}
-
-/// Durations as human-readable strings: `"10s"`, `"500ms"`, `"1m 30s"`.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration ({e}); write it like \"5s\" or \"500ms\""
-            ))
-        })
     }
 }
 

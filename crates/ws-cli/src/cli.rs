@@ -90,7 +90,7 @@ pub struct StopArgs {
     /// The server to stop; every running server of the state directory when omitted.
     pub pid: Option<u32>,
     /// How long to wait for each server to exit.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = ws_config::parse_duration)]
     pub timeout: Duration,
     /// Configuration and overrides (for the state directory).
     #[command(flatten)]
@@ -117,9 +117,4 @@ pub struct RoutesArgs {
     /// Configuration and overrides.
     #[command(flatten)]
     pub config: ConfigArgs,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 10s or 500ms"))
 }

@@ -44,14 +44,17 @@ fn load(args: &ConfigArgs) -> Result<Effective> {
     Effective::load(args.config.as_deref(), &args.overrides())
 }
 
-/// Builds the server (on the async runtime: aspects' sources are set up
-/// there).
+/// Builds the server (on the async runtime: the aspects' sources are set
+/// up there).
 async fn build(
     components: Vec<Arc<dyn Component>>,
     eff: &Effective,
     hub: Option<(ws_core::Hub, ws_core::budget::MemoryBudget)>,
 ) -> Result<Server> {
-    let mut builder = Server::builder().config(eff.server_config()?);
+    let mut builder = Server::builder()
+        // Checked when the configuration was loaded.
+        .config(eff.runtime_config())
+        .authenticator(eff.authenticator().await?);
     if let Some((hub, budget)) = hub {
         // The broker's queue counts against the same budget as the
         // connections.
@@ -61,8 +64,7 @@ async fn build(
         builder = builder.component_arc(c);
     }
     builder
-        .build_async()
-        .await
+        .build()
         .with_context(|| format!("cannot set up the server ({})", eff.source))
 }
 
@@ -160,7 +162,7 @@ pub(crate) fn check_config(args: &ConfigArgs) -> ExitCode {
         let eff = load(args)?;
         // Key files, environment variables, URLs and templates of the
         // aspects; no session store is contacted.
-        small_runtime()?.block_on(eff.check_aspects())?;
+        small_runtime()?.block_on(eff.authenticator())?;
         let mut shown = eff.file.clone();
         shown.server.state_dir = Some(eff.state_dir());
         if !shown.admin.key.is_empty() {
@@ -197,7 +199,7 @@ async fn serve(
     addr: std::net::SocketAddr,
     admin: Option<(std::net::SocketAddr, ws_runtime::AdminConfig)>,
 ) -> Result<()> {
-    let budget = ws_runtime::memory_budget(eff.server_config()?.max_buffered_memory);
+    let budget = ws_runtime::memory_budget(eff.file.websocket.max_buffered_memory);
     let broker = match eff.file.broker.redis_url {
         Some(_) => Some(
             ws_broker::RedisHub::connect_with_budget(eff.file.broker.clone(), budget.clone())
@@ -266,10 +268,10 @@ async fn serve(
     }
     for a in &eff.file.aspect {
         tracing::info!(
-            aspect = %a.config.name,
-            source = a.config.source.kind(),
-            on_error = ?a.config.on_error,
-            on_end = %a.on_end,
+            aspect = %a.0.name,
+            source = a.0.source.kind(),
+            on_error = ?a.0.on_error,
+            on_end = %a.0.on_end,
             "authentication aspect"
         );
     }
@@ -292,7 +294,7 @@ async fn serve(
 
 fn uptime(started_at: u64) -> String {
     let secs = state::now_secs().saturating_sub(started_at);
-    humantime::format_duration(Duration::from_secs(secs)).to_string()
+    ws_config::format_duration(Duration::from_secs(secs))
 }
 
 /// `ws-cli list`.
@@ -433,7 +435,7 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
                 outln!(
                     "server with pid {} still running after {}",
                     e.pid,
-                    humantime::format_duration(args.timeout)
+                    ws_config::format_duration(args.timeout)
                 );
                 failed.push(e.pid);
                 break;
@@ -448,7 +450,7 @@ fn stop_inner(args: &StopArgs) -> std::result::Result<(), Failure> {
         return Err(anyhow::anyhow!(
             "{} server(s) did not stop within {}: pid {}",
             failed.len(),
-            humantime::format_duration(args.timeout),
+            ws_config::format_duration(args.timeout),
             failed
                 .iter()
                 .map(u32::to_string)

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -21,15 +20,15 @@ pub struct FileConfig {
     /// `[server]`: where to listen and the original's limits.
     pub server: ServerSection,
     /// `[websocket]`: protocol limits and timers.
-    pub websocket: WebSocketSection,
+    pub websocket: ws_runtime::WebSocketSettings,
     /// `[log]`: logging.
     pub log: LogSection,
     /// `[tls]`: serve `wss://` (absent: plain `ws://`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSection>,
+    pub tls: Option<ws_runtime::TlsSettings>,
     /// `[[route]]`: per-route overrides.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub route: Vec<RouteSection>,
+    pub route: Vec<ws_runtime::RoutePolicy>,
     /// `[admin]`: the publish API for the web application.
     pub admin: AdminSection,
     /// `[broker]`: channels in-process, or across servers through Redis.
@@ -41,115 +40,27 @@ pub struct FileConfig {
 
 /// One `[[aspect]]` table: the `ws-auth` aspect configuration
 /// ([`ws_auth::AspectConfig`]: `name`, `credential`, `on_error`,
-/// `revalidate_every` and one source table) plus the runtime's `on_end`
-/// (`"close"`, the default, or `"downgrade"`).
+/// `revalidate_every`, `on_end` and one source table).
 ///
 /// Errors inside the table are reported with the aspect's name. Secrets
 /// (store URLs, HMAC keys) serialize as `<redacted>`, so `check-config`
 /// shows none.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AspectSection {
-    /// `on_end`: what ending a session does to an open connection.
-    pub on_end: ws_runtime::OnSessionEnd,
-    /// Everything else.
-    pub config: ws_auth::AspectConfig,
-}
-
-impl Serialize for AspectSection {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let mut table = match toml::Value::try_from(&self.config).map_err(S::Error::custom)? {
-            toml::Value::Table(t) => t,
-            _ => return Err(S::Error::custom("an aspect serializes as a table")),
-        };
-        // Next to the other keys of the aspect, before its source table.
-        let mut out = toml::Table::new();
-        let source = ["jwt", "redis", "sql", "http"];
-        for (k, v) in table.iter().filter(|(k, _)| !source.contains(&k.as_str())) {
-            out.insert(k.clone(), v.clone());
-        }
-        out.insert(
-            "on_end".to_owned(),
-            toml::Value::String(self.on_end.as_str().to_owned()),
-        );
-        for k in source {
-            if let Some(v) = table.remove(k) {
-                out.insert(k.to_owned(), v);
-            }
-        }
-        out.serialize(s)
-    }
-}
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct AspectSection(pub ws_auth::AspectConfig);
 
 impl<'de> Deserialize<'de> for AspectSection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let mut table = toml::Table::deserialize(d)?;
+        let table = toml::Table::deserialize(d)?;
         let name = match table.get("name") {
             Some(toml::Value::String(n)) => format!("aspect `{n}`"),
             _ => "an [[aspect]] table".to_owned(),
         };
-        let on_end = match table.remove("on_end") {
-            None => ws_runtime::OnSessionEnd::default(),
-            Some(toml::Value::String(v)) => v.parse().map_err(|e: ws_runtime::ConfigError| {
-                D::Error::custom(format!("{name}: on_end {}", e.reason))
-            })?,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "{name}: on_end must be \"close\" or \"downgrade\", got {other}"
-                )));
-            }
-        };
-        let config = ws_auth::AspectConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| D::Error::custom(format!("{name}: {}", e.to_string().trim_end())))?;
-        Ok(Self { on_end, config })
+        ws_auth::AspectConfig::deserialize(toml::Value::Table(table))
+            .map(Self)
+            .map_err(|e| D::Error::custom(format!("{name}: {}", e.to_string().trim_end())))
     }
-}
-
-/// `[tls]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// Certificate chain, PEM, leaf first.
-    pub cert: PathBuf,
-    /// Private key, PEM.
-    pub key: PathBuf,
-    /// CA certificates (PEM) that client certificates must chain to (mTLS).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_ca: Option<PathBuf>,
-}
-
-/// One `[[route]]` entry.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteSection {
-    /// The route, as `ws-cli routes` lists it (with or without the prefix).
-    pub path: String,
-    /// Origins allowed on this route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed_origins: Option<Vec<String>>,
-    /// Refuse handshakes without `Origin` on this route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub require_origin: Option<bool>,
-    /// Message rate per connection on this route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_messages_per_second: Option<u32>,
-    /// Largest message on this route, in KiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_message_size_in_kb: Option<u32>,
-    /// Largest frame on this route, in KiB.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_frame_size_in_kb: Option<u32>,
-    /// Open connections on this route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
-    /// Aspects that must be logged in (401 otherwise).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub require: Vec<String>,
-    /// Groups, one of which a required aspect's user must be in (403
-    /// otherwise).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub require_groups: Vec<String>,
 }
 
 /// `[admin]`.
@@ -175,123 +86,124 @@ impl Default for AdminSection {
     }
 }
 
-/// `[server]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `[server]`: where to listen and the state directory (the command
+/// line's own keys), and the runtime's keys, read straight into
+/// [`ServerConfig`] (its schema: key names, units, defaults).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerSection {
-    /// Address to listen on.
+    /// `host`: address to listen on.
     pub host: String,
-    /// Port to listen on (0 picks a free one).
+    /// `port`: port to listen on (0 picks a free one).
     pub port: u16,
-    /// Prefix in front of every route.
-    pub route_prefix: String,
-    /// Where info files of running servers live (default: see `state_dir`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `state_dir`: where info files of running servers live (default: see
+    /// [`Effective::state_dir`]).
     pub state_dir: Option<PathBuf>,
-    /// Largest HTTP request head, in KiB (431 above).
-    pub max_request_size_in_kb: u32,
-    /// Deadline for TLS, request head and answer.
-    #[serde(with = "duration")]
-    pub handshake_timeout: Duration,
-    /// How long shutdown waits for clients to answer the 1001 close.
-    #[serde(with = "duration")]
-    pub shutdown_timeout: Duration,
-    /// Health-check path answered with 200 (empty: none).
-    pub health_path: String,
-    /// Origins browsers may connect from (empty: all).
-    pub allowed_origins: Vec<String>,
-    /// Refuse handshakes without an `Origin` header.
-    pub require_origin: bool,
-    /// Reverse proxies whose forwarding header is believed (IPs or CIDRs).
-    pub trusted_proxies: Vec<String>,
-    /// `x-forwarded-for` or `forwarded`.
-    pub forwarded_header: String,
-    /// Open connections, all clients (0: unlimited).
-    pub max_connections: u32,
-    /// Open connections per client address group (0: unlimited).
-    pub max_connections_per_address: u32,
-    /// New connections per address group per second (0: unlimited).
-    pub max_connections_per_address_per_second: u32,
-    /// IPv4 grouping prefix for per-address limits.
-    pub ipv4_prefix_len: u8,
-    /// IPv6 grouping prefix for per-address limits.
-    pub ipv6_prefix_len: u8,
-    /// Messages per second per connection (0: unlimited); over it: 1008.
-    pub max_messages_per_second: u32,
-    /// Messages per second per address group (0: unlimited); over it: 1008.
-    pub max_messages_per_address_per_second: u32,
+    /// Every other key of `[server]`: the runtime's.
+    pub runtime: ServerConfig,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        let rt = ServerConfig::default();
         Self {
             host: "0.0.0.0".to_owned(),
             port: 18080,
-            route_prefix: "/".to_owned(),
             state_dir: None,
-            max_request_size_in_kb: u32::try_from(rt.max_request_size / 1024).unwrap_or(4),
-            handshake_timeout: rt.handshake_timeout,
-            shutdown_timeout: rt.shutdown_timeout,
-            health_path: rt.health_path,
-            allowed_origins: rt.allowed_origins,
-            require_origin: rt.require_origin,
-            trusted_proxies: rt.trusted_proxies,
-            forwarded_header: "x-forwarded-for".to_owned(),
-            max_connections: rt.max_connections,
-            max_connections_per_address: rt.max_connections_per_address,
-            max_connections_per_address_per_second: rt.max_connections_per_address_per_second,
-            ipv4_prefix_len: rt.ipv4_prefix_len,
-            ipv6_prefix_len: rt.ipv6_prefix_len,
-            max_messages_per_second: rt.max_messages_per_second,
-            max_messages_per_address_per_second: rt.max_messages_per_address_per_second,
+            runtime: ServerConfig::default(),
         }
     }
 }
 
-/// `[websocket]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebSocketSection {
-    /// Largest message, in KiB (close 1009 above).
-    pub max_message_size_in_kb: u32,
-    /// Largest frame, in KiB (close 1009 above).
-    pub max_frame_size_in_kb: u32,
-    /// Most frames one message may be split into (close 1009 above; 0:
-    /// unlimited).
-    pub max_frames_per_message: u32,
-    /// Most bytes held for all clients together, in MiB (0: unlimited).
-    pub max_buffered_memory_in_mb: u32,
-    /// Messages a connection may have queued for sending.
-    pub outgoing_queue: u32,
-    /// Silence before a ping; one more interval of silence drops the client. "0s" turns it off.
-    #[serde(with = "duration")]
-    pub ping_interval: Duration,
-    /// Longest time one batch of writes may take.
-    #[serde(with = "duration")]
-    pub write_timeout: Duration,
-    /// Most bytes read from the socket at once; held only while data is pending.
-    pub read_buffer_size: u32,
-    /// Outgoing bytes buffered before a write is forced, in bytes.
-    pub write_buffer_size: u32,
+impl Serialize for ServerSection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut out = toml::Table::new();
+        out.insert("host".to_owned(), self.host.clone().into());
+        out.insert("port".to_owned(), i64::from(self.port).into());
+        if let Some(dir) = &self.state_dir {
+            let dir = dir
+                .to_str()
+                .ok_or_else(|| S::Error::custom("state_dir is not UTF-8"))?;
+            out.insert("state_dir".to_owned(), dir.into());
+        }
+        match toml::Value::try_from(&self.runtime).map_err(S::Error::custom)? {
+            toml::Value::Table(t) => out.extend(t),
+            _ => {
+                return Err(S::Error::custom(
+                    "the runtime's settings serialize as a table",
+                ));
+            }
+        }
+        out.serialize(s)
+    }
 }
 
-impl Default for WebSocketSection {
-    fn default() -> Self {
-        let rt = ServerConfig::default();
-        let kib = |b: usize| u32::try_from(b / 1024).unwrap_or(u32::MAX);
-        let n = |b: usize| u32::try_from(b).unwrap_or(u32::MAX);
-        Self {
-            max_message_size_in_kb: kib(rt.max_message_size),
-            max_frame_size_in_kb: kib(rt.max_frame_size),
-            max_frames_per_message: n(rt.max_frames_per_message),
-            max_buffered_memory_in_mb: n(rt.max_buffered_memory >> 20),
-            outgoing_queue: n(rt.outgoing_queue),
-            ping_interval: rt.ping_interval,
-            write_timeout: rt.write_timeout,
-            read_buffer_size: n(rt.read_buffer_size),
-            write_buffer_size: n(rt.write_buffer_size),
+impl<'de> Deserialize<'de> for ServerSection {
+    /// The command line's keys are taken out; every other key goes, in the
+    /// same pass, to [`ServerConfig`]'s own deserializer (unknown keys are
+    /// its errors), so TOML's errors keep pointing at the key and line.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ServerSection;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the [server] table")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<ServerSection, A::Error> {
+                let mut own = OwnKeys {
+                    map,
+                    section: ServerSection::default(),
+                };
+                let runtime = ServerConfig::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(&mut own),
+                )?;
+                Ok(ServerSection {
+                    runtime,
+                    ..own.section
+                })
+            }
         }
+
+        /// The table's entries without the command line's, which are read
+        /// into `section` on the way.
+        struct OwnKeys<A> {
+            map: A,
+            section: ServerSection,
+        }
+
+        impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for &mut OwnKeys<A> {
+            type Error = A::Error;
+
+            fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+                &mut self,
+                seed: K,
+            ) -> std::result::Result<Option<K::Value>, A::Error> {
+                use serde::de::IntoDeserializer as _;
+                while let Some(key) = self.map.next_key::<String>()? {
+                    match key.as_str() {
+                        "host" => self.section.host = self.map.next_value()?,
+                        "port" => self.section.port = self.map.next_value()?,
+                        "state_dir" => self.section.state_dir = Some(self.map.next_value()?),
+                        _ => return seed.deserialize(key.into_deserializer()).map(Some),
+                    }
+                }
+                Ok(None)
+            }
+
+            fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+                &mut self,
+                seed: V,
+            ) -> std::result::Result<V::Value, A::Error> {
+                self.map.next_value_seed(seed)
+            }
+        }
+
+        d.deserialize_map(Visit)
     }
 }
 
@@ -329,29 +241,6 @@ impl fmt::Display for LogFormat {
         f.write_str(match self {
             Self::Text => "text",
             Self::Json => "json",
-        })
-    }
-}
-
-/// Durations as human-readable strings: `"10s"`, `"500ms"`, `"1m 30s"`.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.trim() == "0" {
-            return Ok(Duration::ZERO);
-        }
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration ({e}); write it like \"10s\", \"500ms\" or \"2m\""
-            ))
         })
     }
 }
@@ -438,7 +327,7 @@ impl Effective {
             file.server.port = v;
         }
         if let Some(v) = o.route_prefix {
-            file.server.route_prefix = v;
+            file.server.runtime.route_prefix = v;
         }
         if let Some(v) = o.state_dir {
             file.server.state_dir = Some(v);
@@ -504,84 +393,25 @@ impl Effective {
         })
     }
 
-    /// The runtime settings.
+    /// The runtime settings: the file's sections as they are, checked.
     ///
     /// # Errors
-    /// A value out of range, naming its key.
+    /// A value out of range, naming the file and its key.
     pub fn server_config(&self) -> Result<ServerConfig> {
-        let s = &self.file.server;
-        let w = &self.file.websocket;
-        let mut c = ServerConfig::default();
-        c.route_prefix = s.route_prefix.clone();
-        c.max_request_size = s.max_request_size_in_kb as usize * 1024;
-        c.handshake_timeout = s.handshake_timeout;
-        c.shutdown_timeout = s.shutdown_timeout;
-        c.health_path = s.health_path.clone();
-        c.max_message_size = w.max_message_size_in_kb as usize * 1024;
-        c.max_frame_size = w.max_frame_size_in_kb as usize * 1024;
-        c.max_frames_per_message = w.max_frames_per_message as usize;
-        c.max_buffered_memory = (w.max_buffered_memory_in_mb as usize) << 20;
-        c.outgoing_queue = w.outgoing_queue as usize;
-        c.ping_interval = w.ping_interval;
-        c.write_timeout = w.write_timeout;
-        c.read_buffer_size = w.read_buffer_size as usize;
-        c.write_buffer_size = w.write_buffer_size as usize;
-        c.slow_subscriber = self.file.broker.slow_subscriber.into();
+        let c = self.runtime_config();
         if let Err(e) = self.file.broker.validate() {
             bail!("{}: `broker`: {e}", self.source);
         }
-        c.allowed_origins = s.allowed_origins.clone();
-        c.require_origin = s.require_origin;
-        c.trusted_proxies = s.trusted_proxies.clone();
-        c.forwarded_header = s
-            .forwarded_header
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{}: `server.forwarded_header`: {e}", self.source))?;
-        c.max_connections = s.max_connections;
-        c.max_connections_per_address = s.max_connections_per_address;
-        c.max_connections_per_address_per_second = s.max_connections_per_address_per_second;
-        c.ipv4_prefix_len = s.ipv4_prefix_len;
-        c.ipv6_prefix_len = s.ipv6_prefix_len;
-        c.max_messages_per_second = s.max_messages_per_second;
-        c.max_messages_per_address_per_second = s.max_messages_per_address_per_second;
-        c.tls = self.file.tls.as_ref().map(|t| {
-            let mut tls = ws_runtime::TlsSettings::new(&t.cert, &t.key);
-            tls.client_ca = t.client_ca.clone();
-            tls
-        });
-        c.routes = self
-            .file
-            .route
-            .iter()
-            .map(|r| {
-                let mut p = ws_runtime::RoutePolicy::new(&r.path);
-                p.allowed_origins = r.allowed_origins.clone();
-                p.require_origin = r.require_origin;
-                p.max_messages_per_second = r.max_messages_per_second;
-                p.max_message_size = r.max_message_size_in_kb.map(|k| k as usize * 1024);
-                p.max_frame_size = r.max_frame_size_in_kb.map(|k| k as usize * 1024);
-                p.max_connections = r.max_connections;
-                p.require = r.require.clone();
-                p.require_groups = r.require_groups.clone();
-                p
-            })
-            .collect();
-        c.aspects = self
-            .file
-            .aspect
-            .iter()
-            .map(|a| ws_runtime::AspectSettings::new(a.config.clone()).on_end(a.on_end))
-            .collect();
-        if let Err(e) = c.validate() {
-            match &e.route {
-                Some(path) => bail!(
-                    "{}: `route.{}` of the [[route]] for {path:?}: {}",
-                    self.source,
-                    route_key(e.key),
-                    e.reason
-                ),
-                None => bail!("{}: `{}`: {}", self.source, file_key(e.key), e.reason),
-            }
+        let aspects: Vec<&str> = self.file.aspect.iter().map(|a| a.0.name.as_str()).collect();
+        if let Err(e) = c
+            .validate()
+            .and_then(|()| c.check_required_aspects(&aspects))
+        {
+            let route = match &e.route {
+                Some(path) => format!(" of the [[route]] for {path:?}"),
+                None => String::new(),
+            };
+            bail!("{}: `{}`{route}: {}", self.source, e.file_key(), e.reason);
         }
         if let Err(e) = ws_routing::normalize_prefix(&c.route_prefix) {
             bail!("{}: `server.route_prefix`: {e}", self.source);
@@ -589,20 +419,32 @@ impl Effective {
         Ok(c)
     }
 
-    /// Checks every `[[aspect]]` as the server will use it: key files,
-    /// environment variables, URLs and templates (no session store is
-    /// contacted). Must run on a Tokio runtime.
+    /// The runtime settings: the file's sections as they are, unchecked
+    /// ([`load`](Self::load) checked them, and the server's build parses
+    /// them once more).
+    pub(crate) fn runtime_config(&self) -> ServerConfig {
+        let mut c = self.file.server.runtime.clone();
+        c.websocket = self.file.websocket.clone();
+        c.tls = self.file.tls.clone();
+        c.routes = self.file.route.clone();
+        c.slow_subscriber = self.file.broker.slow_subscriber.into();
+        c
+    }
+
+    /// The authenticator of every `[[aspect]]`, as the server uses it: key
+    /// files, environment variables, URLs and templates are checked, pools
+    /// prepared (no session store is contacted). Must run on a Tokio
+    /// runtime.
     ///
     /// # Errors
     /// The first aspect that cannot work, naming the file, the aspect and
     /// the key.
-    pub async fn check_aspects(&self) -> Result<()> {
+    pub async fn authenticator(&self) -> Result<ws_auth::Authenticator> {
         let configs: Vec<ws_auth::AspectConfig> =
-            self.file.aspect.iter().map(|a| a.config.clone()).collect();
-        if let Err(e) = ws_auth::Authenticator::new(&configs).await {
-            bail!("{}: {e}", self.source);
-        }
-        Ok(())
+            self.file.aspect.iter().map(|a| a.0.clone()).collect();
+        ws_auth::Authenticator::new(&configs)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.source))
     }
 
     /// The state directory: configured, or `$XDG_RUNTIME_DIR/ws-provider`,
@@ -614,42 +456,6 @@ impl Effective {
             .clone()
             .unwrap_or_else(crate::state::default_dir)
     }
-}
-
-/// The file key inside `[[route]]` for a runtime setting's name.
-fn route_key(runtime_key: &str) -> &str {
-    match runtime_key {
-        "max_message_size" => "max_message_size_in_kb",
-        "max_frame_size" => "max_frame_size_in_kb",
-        other => other,
-    }
-}
-
-/// The file key for a runtime setting's name.
-fn file_key(runtime_key: &str) -> String {
-    if runtime_key.starts_with("tls.") {
-        return runtime_key.to_owned();
-    }
-    let section = match runtime_key {
-        "max_message_size"
-        | "max_frame_size"
-        | "max_frames_per_message"
-        | "max_buffered_memory"
-        | "outgoing_queue"
-        | "ping_interval"
-        | "write_timeout"
-        | "read_buffer_size"
-        | "write_buffer_size" => "websocket",
-        "slow_subscriber" => "broker",
-        _ => "server",
-    };
-    let key = match runtime_key {
-        "max_message_size" => "max_message_size_in_kb",
-        "max_frame_size" => "max_frame_size_in_kb",
-        "max_buffered_memory" => "max_buffered_memory_in_mb",
-        other => other,
-    };
-    format!("{section}.{key}")
 }
 
 #[cfg(test)]
@@ -700,22 +506,17 @@ mod tests {
         let mut all = FileConfig::default();
         all.server.state_dir = Some("/x".into());
         all.broker.redis_url = Some("redis://x".into());
-        all.tls = Some(TlsSection {
-            cert: "c".into(),
-            key: "k".into(),
-            client_ca: Some("ca".into()),
-        });
-        all.route = vec![RouteSection {
-            path: "/x".into(),
-            allowed_origins: Some(vec![]),
-            require_origin: Some(true),
-            max_messages_per_second: Some(1),
-            max_message_size_in_kb: Some(1),
-            max_frame_size_in_kb: Some(1),
-            max_connections: Some(1),
-            require: vec!["a".into()],
-            require_groups: vec!["g".into()],
-        }];
+        all.tls = Some(ws_runtime::TlsSettings::new("c", "k").with_client_ca("ca"));
+        let mut route = ws_runtime::RoutePolicy::new("/x");
+        route.allowed_origins = Some(vec![]);
+        route.require_origin = Some(true);
+        route.max_messages_per_second = Some(1);
+        route.max_message_size = Some(1024);
+        route.max_frame_size = Some(1024);
+        route.max_connections = Some(1);
+        route.require = vec!["a".into()];
+        route.require_groups = vec!["g".into()];
+        all.route = vec![route];
         all.aspect = every_aspect_key();
         keys(&toml::Value::try_from(&all).unwrap(), "", &mut known);
         let mut documented = Vec::new();
@@ -752,7 +553,7 @@ mod tests {
             AspectConfig, Credential, FieldMap, HttpConfig, HttpMethod, JwtAlgorithm, JwtConfig,
             OnError, RecordFormat, RedisConfig, Secret, SessionHash, SourceConfig, SqlConfig,
         };
-        let d = Duration::from_secs(1);
+        let d = std::time::Duration::from_secs(1);
         let fields = FieldMap {
             id: Some("id".into()),
             username: Some("u".into()),
@@ -760,15 +561,15 @@ mod tests {
             expires_at: Some("e".into()),
             properties: Some(vec!["p".into()]),
         };
-        let aspect = |credential, source| AspectSection {
-            on_end: ws_runtime::OnSessionEnd::Downgrade,
-            config: AspectConfig {
+        let aspect = |credential, source| {
+            AspectSection(AspectConfig {
                 name: "a".into(),
                 credential,
                 on_error: OnError::Reject,
                 revalidate_every: Some(d),
+                on_end: ws_runtime::OnSessionEnd::Downgrade,
                 source,
-            },
+            })
         };
         vec![
             aspect(
@@ -852,16 +653,25 @@ key_env = "WS_TEST_JWT_SECRET"
 "#;
         let f = parse(text).unwrap();
         assert_eq!(f.aspect.len(), 2);
-        assert_eq!(f.aspect[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
-        assert_eq!(f.aspect[1].on_end, ws_runtime::OnSessionEnd::Close);
-        assert_eq!(f.aspect[0].config.name, "frontend.user");
+        assert_eq!(f.aspect[0].0.on_end, ws_runtime::OnSessionEnd::Downgrade);
+        assert_eq!(f.aspect[1].0.on_end, ws_runtime::OnSessionEnd::Close);
+        assert_eq!(f.aspect[0].0.name, "frontend.user");
         let eff = Effective {
             file: f.clone(),
             source: Source::Defaults,
         };
-        let rt = eff.server_config().unwrap();
-        assert_eq!(rt.aspects.len(), 2);
-        assert_eq!(rt.aspects[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
+        eff.server_config().unwrap();
+        // The server gets on_end through the authenticator (the Redis one
+        // connects lazily: nothing is contacted here).
+        let auth = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(ws_auth::Authenticator::new(&[f.aspect[0].0.clone()]))
+            .unwrap();
+        let aspects = ws_runtime::Authenticate::aspects(&auth);
+        assert_eq!(aspects.len(), 1);
+        assert_eq!(aspects[0].on_end, ws_runtime::OnSessionEnd::Downgrade);
         // Printed (check-config): the password is redacted, on_end shown.
         let printed = toml::to_string_pretty(&f).unwrap();
         assert!(!printed.contains("hunter2"), "{printed}");
@@ -918,7 +728,7 @@ key_env = "WS_TEST_JWT_SECRET"
             file,
             source: Source::File("w.toml".into()),
         };
-        let e = format!("{:#}", eff.check_aspects().await.unwrap_err());
+        let e = format!("{:#}", eff.authenticator().await.unwrap_err());
         assert!(
             e.contains("w.toml")
                 && e.contains("aspect `fe`")
@@ -930,7 +740,7 @@ key_env = "WS_TEST_JWT_SECRET"
             file: FileConfig::default(),
             source: Source::Defaults,
         }
-        .check_aspects()
+        .authenticator()
         .await
         .unwrap();
     }
@@ -981,7 +791,7 @@ key_env = "WS_TEST_JWT_SECRET"
             .unwrap()
             .server_config()
             .unwrap();
-        assert_eq!(c.max_buffered_memory, 0, "0: unlimited");
+        assert_eq!(c.websocket.max_buffered_memory, 0, "0: unlimited");
         std::fs::write(&p, "[server]\nroute_prefix = \"a b\"\n").unwrap();
         let e = format!(
             "{:#}",
@@ -1012,7 +822,7 @@ key_env = "WS_TEST_JWT_SECRET"
         )
         .unwrap();
         assert_eq!(eff.file.server.port, 4321);
-        assert_eq!(eff.file.server.route_prefix, "/a");
+        assert_eq!(eff.file.server.runtime.route_prefix, "/a");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

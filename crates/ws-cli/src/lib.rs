@@ -3,12 +3,21 @@
 //! registers its own components and gets the same commands:
 //!
 //! ```no_run
+//! use ws_core::{Connection, Message, component_fn};
+//!
 //! fn main() -> std::process::ExitCode {
 //!     ws_cli::App::new()
-//!         .component(demo_echo::Echo)
+//!         .component(component_fn("/echo", |conn: Connection, msg: Message| async move {
+//!             conn.send(msg)?;
+//!             Ok(())
+//!         }))
 //!         .run()
 //! }
 //! ```
+//!
+//! Such an application depends on `ws-cli` with `default-features = false`:
+//! the default `demo` feature only serves the stock binary, which mounts the
+//! `demo-echo` components.
 
 /// `print!` to stdout that never panics: when stdout is a closed pipe
 /// (`ws-cli list | head -1`, a server whose terminal went away), what

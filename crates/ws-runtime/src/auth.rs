@@ -1,5 +1,6 @@
 //! Authentication: the pipeline stage that resolves every configured aspect
-//! of a handshake (`ws-auth`), the per-route requirements (401/403), and the
+//! of a handshake (through the [`Authenticate`] seam, `ws-auth` in the
+//! stock server), the per-route requirements (401/403), and the
 //! revalidation of a connection's sessions while it is open.
 //!
 //! Key design decisions:
@@ -12,7 +13,7 @@
 //! - **Results travel in the request's extensions.** The resolved
 //!   [`Aspects`] are inserted as they are (a user layer after the stage can
 //!   read them; one may also insert its own when no aspect is configured),
-//!   the [`Revalidator`]s in a crate-private holder; the upgrade moves both
+//!   the [`Revalidate`]s in a crate-private holder; the upgrade moves both
 //!   into the connection.
 //! - **Sessions that end at a known time cost a timer, not a task.** When
 //!   every session of a connection is checked locally (a JWT ends at its
@@ -35,10 +36,10 @@ use http::StatusCode;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use ws_auth::{AspectConfig, Authenticator, Credential, Revalidator, SessionEnd};
 use ws_core::{Aspects, CloseCode, CloseFrame, UserAspect};
 
-use crate::config::{AspectSettings, OnSessionEnd};
+use crate::authenticate::{AspectInfo, Authenticate, Revalidate, SessionEnd};
+use crate::config::OnSessionEnd;
 use crate::pipeline::{HandshakeRequest, HandshakeResponse, refusal};
 
 /// The close reason when a session ends under `on_end = "close"`.
@@ -48,47 +49,35 @@ pub(crate) const SESSION_ENDED: &str = "session ended";
 pub(crate) const SESSION_UNAVAILABLE: &str = "session store unavailable";
 
 /// Every configured aspect, ready to resolve: built once per server.
-#[derive(Debug)]
 pub(crate) struct Auth {
-    authenticator: Authenticator,
-    aspects: Vec<Aspect>,
+    authenticator: Arc<dyn Authenticate>,
+    aspects: Vec<AspectInfo>,
 }
 
-/// What the runtime needs to know of one aspect beyond `ws-auth`.
-#[derive(Debug)]
-struct Aspect {
-    name: String,
-    on_end: OnSessionEnd,
-    /// The credential is `Authorization: Bearer`: a 401 then says so in
-    /// `WWW-Authenticate`.
-    bearer: bool,
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("aspects", &self.aspects)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
-    /// Checks and prepares every aspect; `None` when there is none.
-    ///
-    /// # Errors
-    /// The first aspect that cannot work, naming it and the key.
-    pub(crate) async fn new(
-        settings: &[AspectSettings],
-    ) -> Result<Option<Arc<Self>>, ws_auth::ConfigError> {
-        if settings.is_empty() {
-            return Ok(None);
+    /// The stage for `authenticator`; `None` when it has no aspect.
+    pub(crate) fn new(authenticator: Arc<dyn Authenticate>) -> Option<Arc<Self>> {
+        let aspects = authenticator.aspects();
+        if aspects.is_empty() {
+            return None;
         }
-        let configs: Vec<AspectConfig> = settings.iter().map(|s| s.auth.clone()).collect();
-        let authenticator = Authenticator::new(&configs).await?;
-        let aspects = settings
-            .iter()
-            .map(|s| Aspect {
-                name: s.auth.name.clone(),
-                on_end: s.on_end,
-                bearer: s.auth.credential == Credential::Bearer,
-            })
-            .collect();
-        Ok(Some(Arc::new(Self {
+        Some(Arc::new(Self {
             authenticator,
             aspects,
-        })))
+        }))
+    }
+
+    /// The configured aspects' names.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.aspects.iter().map(|a| a.name.as_str())
     }
 
     /// Whether `entry` of `Sec-WebSocket-Protocol` carries a credential (it
@@ -106,7 +95,7 @@ impl Auth {
         aspects
     }
 
-    fn find(&self, name: &str) -> Option<&Aspect> {
+    fn find(&self, name: &str) -> Option<&AspectInfo> {
         self.aspects.iter().find(|a| a.name == name)
     }
 }
@@ -124,7 +113,7 @@ pub(crate) struct Requirement {
 
 impl Requirement {
     /// The refusal for `aspects`, if they do not meet the requirement.
-    fn refusal(&self, aspects: &Aspects, auth: &Auth) -> Option<HandshakeResponse> {
+    fn refusal(&self, aspects: &Aspects, configured: &[AspectInfo]) -> Option<HandshakeResponse> {
         for name in &self.aspects {
             if !aspects.get(name).logged_in {
                 let mut refused = refusal(
@@ -135,7 +124,7 @@ impl Requirement {
                         self.route
                     ),
                 );
-                if auth.find(name).is_some_and(|a| a.bearer) {
+                if configured.iter().any(|a| a.name == *name && a.bearer) {
                     refused
                         .headers_mut()
                         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -176,11 +165,11 @@ fn quoted(items: &[String]) -> String {
 /// Revalidators of one handshake, in the request's extensions until the
 /// upgrade takes them (extensions need `Clone`).
 #[derive(Clone, Default)]
-pub(crate) struct HeldRevalidators(Arc<Mutex<Vec<Revalidator>>>);
+pub(crate) struct HeldRevalidators(Arc<Mutex<Vec<Box<dyn Revalidate>>>>);
 
 impl HeldRevalidators {
     /// Takes them out.
-    pub(crate) fn take(&self) -> Vec<Revalidator> {
+    pub(crate) fn take(&self) -> Vec<Box<dyn Revalidate>> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -201,18 +190,16 @@ pub(crate) async fn authenticate(
     {
         Ok(resolved) => resolved,
         // The aspect and the kind of failure, never the store's own error
-        // text (it is logged by ws-auth).
-        Err(e) => return Some(refusal(e.status(), format!("{e}; try again later"))),
+        // text (the implementation logs it).
+        Err(e) => return Some(refusal(e.status, e.message)),
     };
-    if let Some(refused) = requirement.refusal(&resolved.aspects, auth) {
+    if let Some(refused) = requirement.refusal(&resolved.aspects, &auth.aspects) {
         return Some(refused);
     }
     let ext = req.extensions_mut();
     ext.insert(resolved.aspects);
-    if !resolved.revalidators.is_empty() {
-        ext.insert(HeldRevalidators(Arc::new(Mutex::new(
-            resolved.revalidators,
-        ))));
+    if !resolved.sessions.is_empty() {
+        ext.insert(HeldRevalidators(Arc::new(Mutex::new(resolved.sessions))));
     }
     None
 }
@@ -303,27 +290,26 @@ impl LocalEnds {
 /// Starts re-checking `revalidators`: on the session's own timer when every
 /// check is local, else on one task; `None` when there is nothing to
 /// re-check.
-pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch> {
+pub(crate) fn watch(auth: &Auth, revalidators: Vec<Box<dyn Revalidate>>) -> Option<Watch> {
     if revalidators.is_empty() {
         return None;
     }
-    let on_end = |r: &Revalidator| {
-        auth.find(r.name())
+    let on_end = |r: &dyn Revalidate| {
+        auth.find(r.aspect())
             .map_or(OnSessionEnd::Close, |a| a.on_end)
     };
     // Local checks on a fixed end (no `revalidate_every`): only the end
-    // time is kept. Sessions without an end are never re-checked.
-    if revalidators
-        .iter()
-        .all(|r| r.is_local() && r.every().is_none())
-    {
-        let now = SystemTime::now();
+    // time is kept.
+    let now = SystemTime::now();
+    let local: Vec<_> = revalidators.iter().map(|r| r.local_end(now)).collect();
+    if local.iter().all(Option::is_some) {
         let mut ends: Vec<_> = revalidators
             .iter()
-            .filter_map(|r| {
-                let at = r.next_check(now)?;
+            .zip(local)
+            .filter_map(|(r, at)| {
+                let at = at?;
                 // Every revalidator comes from a configured aspect.
-                let aspect = auth.aspects.iter().position(|a| a.name == r.name())?;
+                let aspect = auth.aspects.iter().position(|a| a.name == r.aspect())?;
                 Some(LocalEnd {
                     aspect,
                     at,
@@ -342,19 +328,19 @@ pub(crate) fn watch(auth: &Auth, revalidators: Vec<Revalidator>) -> Option<Watch
     let running: FuturesUnordered<_> = revalidators
         .into_iter()
         .map(|r| {
-            let on_end = on_end(&r);
+            let on_end = on_end(&*r);
             let tx = tx.clone();
             async move {
-                let name = r.name().to_owned();
+                let name = r.aspect().to_owned();
                 let changes = tx.clone();
                 let mut applied = r.current().clone();
                 let end = r
-                    .until_ended(move |n: &str, user: &UserAspect| {
+                    .until_ended(Box::new(move |n: &str, user: &UserAspect| {
                         if changed(&applied, user) {
                             applied = user.clone();
                             let _ = changes.send(AuthEvent::Changed(n.to_owned(), user.clone()));
                         }
-                    })
+                    }))
                     .await;
                 let event = match (end, on_end) {
                     (SessionEnd::Ended, OnSessionEnd::Downgrade) => AuthEvent::Downgrade(name),
@@ -412,15 +398,8 @@ fn changed(before: &UserAspect, now: &UserAspect) -> bool {
 mod tests {
     use super::*;
 
-    fn auth(bearer: bool) -> Auth {
-        Auth {
-            authenticator: Authenticator::default(),
-            aspects: vec![Aspect {
-                name: "fe".into(),
-                on_end: OnSessionEnd::Close,
-                bearer,
-            }],
-        }
+    fn auth(bearer: bool) -> Vec<AspectInfo> {
+        vec![AspectInfo::new("fe").bearer(bearer)]
     }
 
     fn requirement(groups: &[&str]) -> Requirement {
@@ -454,7 +433,9 @@ mod tests {
     #[test]
     fn anonymous_is_401_naming_the_aspect() {
         let auth = auth(false);
-        let e = requirement(&[]).refusal(&auth.anonymous(), &auth).unwrap();
+        let mut anonymous = Aspects::new();
+        anonymous.insert("fe", UserAspect::anonymous());
+        let e = requirement(&[]).refusal(&anonymous, &auth).unwrap();
         assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         assert!(body(&e).contains("`fe`"), "{}", body(&e));
         assert!(e.headers().get(WWW_AUTHENTICATE).is_none());

@@ -1,15 +1,25 @@
-//! The runtime's settings, with the defaults a production server wants.
+//! The runtime's settings, with the defaults a production server wants, and
+//! the schema of their sections of the configuration file.
 //!
-//! Every field of [`ServerConfig`] says which configuration-file key sets it
-//! (in backticks at the start of its documentation). Values that need parsing
-//! (CIDR lists, origins) are kept as the strings the operator wrote and are
-//! checked by [`ServerConfig::validate`], so an error can quote the entry.
+//! The types here are that schema: serde reads the file's `[server]` keys
+//! into [`ServerConfig`], `[websocket]` into [`WebSocketSettings`], `[tls]`
+//! into [`TlsSettings`] and each `[[route]]` into a [`RoutePolicy`], with
+//! the file's key names and units (`max_message_size_in_kb`). A new setting
+//! is one field (its key, its default, its bound in `validate`), and an
+//! error names the key as the file writes it: the section comes from the
+//! type that checked it ([`ConfigError::file_key`]).
+//!
+//! Values that need parsing (CIDR lists, origins) are kept as the strings
+//! the operator wrote, so an error can quote the entry; they are parsed once
+//! when the server is built (`validate` parses them the same way).
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use ws_ratelimit::{ConnectionLimits, MessageLimits};
 
 use crate::client_addr::TrustedProxies;
@@ -19,62 +29,54 @@ use crate::origin::OriginPolicy;
 ///
 /// Every field has a default ([`ServerConfig::default`]); [`validate`](Self::validate)
 /// names the field that is out of range. Limits of 0 mean unlimited.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Serde reads and writes it as the configuration file's `[server]` table
+/// (the keys the runtime uses; unknown keys are an error). Its other parts
+/// are tables of their own: [`websocket`](Self::websocket) is `[websocket]`,
+/// [`tls`](Self::tls) `[tls]`, [`routes`](Self::routes) the `[[route]]`
+/// entries, [`slow_subscriber`](Self::slow_subscriber) a key of `[broker]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// `route_prefix`: prefix in front of every route; `""` or `"/"` for none.
+    /// `route_prefix`: prefix in front of every route; `""` or `"/"` (the
+    /// default) for none.
     pub route_prefix: String,
     /// `max_request_size_in_kb` (× 1024): largest HTTP request head accepted,
     /// in bytes. A larger head is answered with 431.
+    #[serde(rename = "max_request_size_in_kb", with = "ws_config::kib")]
     pub max_request_size: usize,
     /// `handshake_timeout`: deadline for the whole pre-upgrade phase: TLS,
     /// request head and answer. Slower clients are dropped.
+    #[serde(with = "ws_config::duration")]
     pub handshake_timeout: Duration,
-    /// `max_message_size_in_kb` (× 1024): largest message accepted, in bytes; a larger one
-    /// closes with 1009. A `[[route]]` entry may override it.
-    pub max_message_size: usize,
-    /// `max_frame_size_in_kb` (× 1024): largest frame accepted, in bytes; a larger one
-    /// closes with 1009. A `[[route]]` entry may override it.
-    pub max_frame_size: usize,
-    /// `max_frames_per_message`: most frames one incoming message may be
-    /// split into (default 1024; 0: unlimited); more closes with 1009.
-    /// Bounds the work a message of empty fragments can cause.
-    pub max_frames_per_message: usize,
-    /// `max_buffered_memory_in_mb` (× 2^20): most bytes the server holds
-    /// for its clients, all together: messages partly received, messages
-    /// queued for slow clients, publications waiting for the broker
-    /// (default 256 MiB; 0: unlimited). Beyond it the connection that
-    /// would grow it is closed, 1009 for an incoming message and 1013 for
-    /// a queue, and a publication is refused (see [`ws_core::budget`]).
-    pub max_buffered_memory: usize,
-    /// `outgoing_queue`: messages a connection may have queued for sending
-    /// before [`Connection::send`](ws_core::Connection::send) reports it full.
-    pub outgoing_queue: usize,
-    /// `ping_interval`: silence after which the server pings a client; a
-    /// client silent for one more interval is dropped. Zero turns keepalive off.
-    pub ping_interval: Duration,
-    /// `write_timeout`: longest time one batch of writes may take before the
-    /// client is treated as gone (it does not read).
-    pub write_timeout: Duration,
     /// `shutdown_timeout`: how long shutdown waits for clients to answer the
     /// 1001 close.
+    #[serde(with = "ws_config::duration")]
     pub shutdown_timeout: Duration,
-    /// `read_buffer_size`: most bytes read from the socket at once, in
-    /// bytes. The buffer exists only while data is pending, so idle
-    /// connections hold none.
-    pub read_buffer_size: usize,
-    /// `write_buffer_size`: most outgoing bytes gathered into one write. The
-    /// buffer exists only while there is something to write, so idle
-    /// connections hold none.
-    pub write_buffer_size: usize,
     /// `health_path`: path answered with `200 ok` for health checks (not an
     /// upgrade); empty for none.
     pub health_path: String,
-    /// `websocket.slow_subscriber`: what a channel publication does to a
-    /// subscriber whose outgoing queue is full: close it with 1013
-    /// (default) or skip the message for it.
-    pub slow_subscriber: ws_core::hub::SlowSubscriber,
-
+    /// `allowed_origins`: origins a browser may open connections from. Each
+    /// entry is a host (`"example.com"`: any scheme and port), an exact
+    /// origin (`"https://example.com:8443"`), a wildcard for subdomains
+    /// (`"*.example.com"`, also `"https://*.example.com"`), `"null"`, or `"*"`.
+    /// Empty (the default) allows every origin. Refusal: 403.
+    pub allowed_origins: Vec<String>,
+    /// `require_origin`: refuse handshakes without an `Origin` header (403).
+    /// Default false: non-browser clients send none and pass.
+    pub require_origin: bool,
+    /// `trusted_proxies`: reverse proxies (IP addresses or CIDR networks, e.g.
+    /// `"127.0.0.1"`, `"10.0.0.0/8"`, `"fd00::/8"`) whose forwarding header
+    /// is believed. Only when the TCP peer is one of them is the client
+    /// address taken from [`forwarded_header`](Self::forwarded_header): the
+    /// right-most hop that is not itself a trusted proxy. Default: loopback
+    /// (`"127.0.0.0/8"`, `"::1"`), so a reverse proxy on the same host is
+    /// believed and nobody else; empty: no proxy at all.
+    pub trusted_proxies: Vec<String>,
+    /// `forwarded_header`: which header trusted proxies set,
+    /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239, `for=`).
+    pub forwarded_header: ForwardedHeader,
     /// `max_connections`: open connections, all clients together (default
     /// 1000; 0: unlimited). Over it, a handshake gets 429 with `Retry-After`.
     pub max_connections: u32,
@@ -100,45 +102,75 @@ pub struct ServerConfig {
     /// address group, all its connections together (default 0: unlimited);
     /// over it the connection that sent the message is closed with 1008.
     pub max_messages_per_address_per_second: u32,
-    /// `trusted_proxies`: reverse proxies (IP addresses or CIDR networks, e.g.
-    /// `"127.0.0.1"`, `"10.0.0.0/8"`, `"fd00::/8"`) whose forwarding header
-    /// is believed. Only when the TCP peer is one of them is the client
-    /// address taken from [`forwarded_header`](Self::forwarded_header): the
-    /// right-most hop that is not itself a trusted proxy. Default: loopback
-    /// (`"127.0.0.0/8"`, `"::1"`), so a reverse proxy on the same host is
-    /// believed and nobody else; empty: no proxy at all.
-    pub trusted_proxies: Vec<String>,
-    /// `forwarded_header`: which header trusted proxies set,
-    /// `"x-forwarded-for"` (default) or `"forwarded"` (RFC 7239, `for=`).
-    pub forwarded_header: ForwardedHeader,
-    /// `allowed_origins`: origins a browser may open connections from. Each
-    /// entry is a host (`"example.com"`: any scheme and port), an exact
-    /// origin (`"https://example.com:8443"`), a wildcard for subdomains
-    /// (`"*.example.com"`, also `"https://*.example.com"`), `"null"`, or `"*"`.
-    /// Empty (the default) allows every origin. Refusal: 403.
-    pub allowed_origins: Vec<String>,
-    /// `require_origin`: refuse handshakes without an `Origin` header (403).
-    /// Default false: non-browser clients send none and pass.
-    pub require_origin: bool,
+
+    /// `[websocket]`: protocol limits, buffers and timers.
+    #[serde(skip)]
+    pub websocket: WebSocketSettings,
+    /// `broker.slow_subscriber`: what a channel publication does to a
+    /// subscriber whose outgoing queue is full: close it with 1013
+    /// (default) or skip the message for it.
+    #[serde(skip)]
+    pub slow_subscriber: ws_core::hub::SlowSubscriber,
     /// `[tls]`: serve `wss://` with this certificate and key; `None` (the
     /// default) serves plain `ws://`.
+    #[serde(skip)]
     pub tls: Option<TlsSettings>,
     /// `[[route]]`: per-route overrides, keyed by route path.
+    #[serde(skip)]
     pub routes: Vec<RoutePolicy>,
-    /// `[[aspect]]`: who is on each connection (see [`AspectSettings`]).
-    /// Empty (the default): no authentication stage at all, and components
-    /// see no aspect (every `conn.aspect(name)` is anonymous).
-    pub aspects: Vec<AspectSettings>,
 }
 
-impl Default for ServerConfig {
+/// The `[websocket]` table: protocol limits, buffers and timers of every
+/// connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct WebSocketSettings {
+    /// `max_message_size_in_kb` (× 1024): largest message accepted, in
+    /// bytes; a larger one closes with 1009. A `[[route]]` entry may
+    /// override it.
+    #[serde(rename = "max_message_size_in_kb", with = "ws_config::kib")]
+    pub max_message_size: usize,
+    /// `max_frame_size_in_kb` (× 1024): largest frame accepted, in bytes; a
+    /// larger one closes with 1009. A `[[route]]` entry may override it.
+    #[serde(rename = "max_frame_size_in_kb", with = "ws_config::kib")]
+    pub max_frame_size: usize,
+    /// `max_frames_per_message`: most frames one incoming message may be
+    /// split into (default 1024; 0: unlimited); more closes with 1009.
+    /// Bounds the work a message of empty fragments can cause.
+    pub max_frames_per_message: usize,
+    /// `max_buffered_memory_in_mb` (× 2^20): most bytes the server holds
+    /// for its clients, all together: messages partly received, messages
+    /// queued for slow clients, publications waiting for the broker
+    /// (default 256 MiB; 0: unlimited). Beyond it the connection that
+    /// would grow it is closed, 1009 for an incoming message and 1013 for
+    /// a queue, and a publication is refused (see [`ws_core::budget`]).
+    #[serde(rename = "max_buffered_memory_in_mb", with = "ws_config::mib")]
+    pub max_buffered_memory: usize,
+    /// `outgoing_queue`: messages a connection may have queued for sending
+    /// before [`Connection::send`](ws_core::Connection::send) reports it full.
+    pub outgoing_queue: usize,
+    /// `ping_interval`: silence after which the server pings a client; a
+    /// client silent for one more interval is dropped. Zero turns keepalive off.
+    #[serde(with = "ws_config::duration")]
+    pub ping_interval: Duration,
+    /// `write_timeout`: longest time one batch of writes may take before the
+    /// client is treated as gone (it does not read).
+    #[serde(with = "ws_config::duration")]
+    pub write_timeout: Duration,
+    /// `read_buffer_size`: most bytes read from the socket at once, in
+    /// bytes. The buffer exists only while data is pending, so idle
+    /// connections hold none.
+    pub read_buffer_size: usize,
+    /// `write_buffer_size`: most outgoing bytes gathered into one write. The
+    /// buffer exists only while there is something to write, so idle
+    /// connections hold none.
+    pub write_buffer_size: usize,
+}
+
+impl Default for WebSocketSettings {
     fn default() -> Self {
-        let limits = ConnectionLimits::default();
-        let messages = MessageLimits::default();
         Self {
-            route_prefix: String::new(),
-            max_request_size: 4 * 1024,
-            handshake_timeout: Duration::from_secs(10),
             max_message_size: 64 << 10,
             max_frame_size: 64 << 10,
             max_frames_per_message: 1024,
@@ -146,11 +178,66 @@ impl Default for ServerConfig {
             outgoing_queue: 1024,
             ping_interval: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 16 * 1024,
             write_buffer_size: 128 * 1024,
+        }
+    }
+}
+
+impl WebSocketSettings {
+    /// The section's name in the configuration file.
+    const SECTION: &str = "websocket";
+
+    /// Checks every key's range; `largest_message`: the largest
+    /// `max_message_size` of any route, which the memory budget must hold.
+    fn validate(&self, largest_message: usize) -> Result<(), ConfigError> {
+        check_sizes(self.max_message_size, self.max_frame_size)?;
+        if self.max_buffered_memory != 0 && self.max_buffered_memory < largest_message.max(1 << 20)
+        {
+            return Err(ConfigError::new(
+                "max_buffered_memory_in_mb",
+                format!(
+                    "must be 0 (unlimited) or at least 1 (MiB) and at least the largest \
+                     max_message_size ({largest_message} bytes)"
+                ),
+            ));
+        }
+        if self.outgoing_queue == 0 {
+            return Err(ConfigError::new("outgoing_queue", "must be at least 1"));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(ConfigError::new("write_timeout", "must be above zero"));
+        }
+        if !(256..=1 << 20).contains(&self.read_buffer_size) {
+            return Err(ConfigError::new(
+                "read_buffer_size",
+                "must be between 256 bytes and 1 MiB",
+            ));
+        }
+        if !(256..=16 << 20).contains(&self.write_buffer_size) {
+            return Err(ConfigError::new(
+                "write_buffer_size",
+                "must be between 256 bytes and 16 MiB",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let limits = ConnectionLimits::default();
+        let messages = MessageLimits::default();
+        Self {
+            route_prefix: "/".to_owned(),
+            max_request_size: 4 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
             health_path: "/healthz".to_owned(),
-            slow_subscriber: ws_core::hub::SlowSubscriber::default(),
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            trusted_proxies: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
+            forwarded_header: ForwardedHeader::default(),
             max_connections: limits.max_connections,
             max_connections_per_address: limits.max_connections_per_address,
             max_connections_per_address_per_second: limits.max_connections_per_address_per_second,
@@ -158,13 +245,10 @@ impl Default for ServerConfig {
             ipv6_prefix_len: limits.ipv6_prefix_len,
             max_messages_per_second: messages.max_messages_per_second,
             max_messages_per_address_per_second: messages.max_messages_per_address_per_second,
-            trusted_proxies: vec!["127.0.0.0/8".to_owned(), "::1".to_owned()],
-            forwarded_header: ForwardedHeader::default(),
-            allowed_origins: Vec::new(),
-            require_origin: false,
+            websocket: WebSocketSettings::default(),
+            slow_subscriber: ws_core::hub::SlowSubscriber::default(),
             tls: None,
             routes: Vec::new(),
-            aspects: Vec::new(),
         }
     }
 }
@@ -203,6 +287,20 @@ impl fmt::Display for ForwardedHeader {
     }
 }
 
+impl Serialize for ForwardedHeader {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ForwardedHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(|e: ConfigError| serde::de::Error::custom(e.reason))
+    }
+}
+
 impl FromStr for ForwardedHeader {
     type Err = ConfigError;
 
@@ -225,7 +323,8 @@ impl FromStr for ForwardedHeader {
 /// The files are read by [`ServerBuilder::build`](crate::ServerBuilder::build)
 /// (an unreadable, empty or mismatched file fails it, naming the file) and
 /// again by [`Server::reload_tls`](crate::Server::reload_tls) and on SIGHUP.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TlsSettings {
     /// `cert`: the certificate chain, PEM, leaf first.
@@ -234,7 +333,29 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// `client_ca`: PEM file of CA certificates; when set, every client must
     /// present a certificate signed by one of them, or the TLS handshake fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The section's name in the configuration file.
+    const SECTION: &str = "tls";
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, path) in [("cert", &self.cert), ("key", &self.key)] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::new(key, "must name a PEM file"));
+            }
+        }
+        if self
+            .client_ca
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::new("client_ca", "must name a PEM file"));
+        }
+        Ok(())
+    }
 }
 
 impl TlsSettings {
@@ -264,35 +385,57 @@ impl TlsSettings {
 /// prefix is added the same way it is added to components' routes. An entry
 /// that names no mounted route fails the build, as do two entries naming the
 /// same route.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RoutePolicy {
     /// `path`: the route this entry applies to.
     pub path: String,
     /// `allowed_origins` for this route (same syntax as the server-wide key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
     /// `require_origin` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_origin: Option<bool>,
     /// `max_messages_per_second` for this route's connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages_per_second: Option<u32>,
-    /// `max_message_size` for this route, in bytes.
+    /// `max_message_size_in_kb` (× 1024): the largest message on this
+    /// route, in bytes.
+    #[serde(
+        default,
+        rename = "max_message_size_in_kb",
+        with = "ws_config::optional_kib",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_message_size: Option<usize>,
-    /// `max_frame_size` for this route, in bytes. When only
-    /// `max_message_size` is set, the frame limit is the smaller of the
-    /// server-wide frame limit and this route's message limit.
+    /// `max_frame_size_in_kb` (× 1024): the largest frame on this route, in
+    /// bytes. When only the message limit is set, the frame limit is the
+    /// smaller of the server-wide frame limit and this route's message
+    /// limit.
+    #[serde(
+        default,
+        rename = "max_frame_size_in_kb",
+        with = "ws_config::optional_kib",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_frame_size: Option<usize>,
     /// `max_connections`: open connections on this route (0: no route-level
     /// cap). The server-wide limits still apply on top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// `require`: aspects (by name, each configured in `[[aspect]]`) that
-    /// must all be logged in on this route. A handshake where any of them is
+    /// `require`: aspects (by name, each one the server's
+    /// [`Authenticate`](crate::Authenticate) has) that must all be logged
+    /// in on this route. A handshake where any of them is
     /// anonymous is refused with 401 before the upgrade, naming the aspect.
     /// Empty (the default): anonymous visitors are welcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub require: Vec<String>,
     /// `require_groups`: groups, any one of which the user must be in, in
     /// any of the `require`d aspects (so with one required aspect: "the user
     /// is in at least one of these groups"). Otherwise 403 before the
     /// upgrade. Needs `require`. Empty (the default): no group check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub require_groups: Vec<String>,
 }
 
@@ -303,49 +446,6 @@ impl RoutePolicy {
             path: path.into(),
             ..Self::default()
         }
-    }
-}
-
-/// One `[[aspect]]` table as the runtime takes it: the aspect's
-/// configuration for `ws-auth` plus what the runtime does when a session of
-/// it ends while the connection is open.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct AspectSettings {
-    /// The aspect: name, credential, source, `on_error`,
-    /// `revalidate_every` (checked by [`ws_auth::Authenticator::new`] when
-    /// the server is built).
-    pub auth: ws_auth::AspectConfig,
-    /// `on_end`: what ending the session (logout, deletion, expiry) does to
-    /// an open connection.
-    pub on_end: OnSessionEnd,
-}
-
-impl AspectSettings {
-    /// The aspect `auth`, closing connections when its session ends.
-    pub fn new(auth: ws_auth::AspectConfig) -> Self {
-        Self {
-            auth,
-            on_end: OnSessionEnd::default(),
-        }
-    }
-
-    /// Sets `on_end`.
-    #[must_use]
-    pub fn on_end(mut self, on_end: OnSessionEnd) -> Self {
-        self.on_end = on_end;
-        self
-    }
-
-    /// The aspect's name.
-    pub fn name(&self) -> &str {
-        &self.auth.name
-    }
-}
-
-impl From<ws_auth::AspectConfig> for AspectSettings {
-    fn from(auth: ws_auth::AspectConfig) -> Self {
-        Self::new(auth)
     }
 }
 
@@ -406,16 +506,23 @@ impl FromStr for OnSessionEnd {
 
 /// A setting that is out of range.
 ///
-/// Displays as ``invalid setting `KEY`: REASON``, or for a key inside a
-/// `[[route]]` entry as ``invalid setting `KEY` of the route "PATH": REASON``.
+/// Displays as ``invalid setting `SECTION.KEY`: REASON`` (`server.`,
+/// `websocket.`, `tls.`), or for a key inside a `[[route]]` entry as
+/// ``invalid setting `KEY` of the route "PATH": REASON``.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid setting `{key}`{}: {reason}",
+    "invalid setting `{}{key}`{}: {reason}",
+    section.map(|s| format!("{s}.")).unwrap_or_default(),
     route.as_ref().map(|p| format!(" of the route {p:?}")).unwrap_or_default()
 )]
+#[non_exhaustive]
 pub struct ConfigError {
-    /// The setting's name, as in the configuration file (`tls.cert` for the
-    /// `cert` key of `[tls]`).
+    /// The table of the configuration file the key is in (`server`,
+    /// `websocket`, `tls`), set by the part of the schema that checked it;
+    /// `None` for a `[[route]]` entry's key.
+    pub section: Option<&'static str>,
+    /// The key, as the configuration file writes it inside its table
+    /// (`max_frame_size_in_kb`).
     pub key: &'static str,
     /// The `path` of the `[[route]]` entry the key belongs to, if it is one.
     pub route: Option<String>,
@@ -427,6 +534,7 @@ impl ConfigError {
     /// An error for `key`.
     pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
         Self {
+            section: None,
             key,
             route: None,
             reason: reason.into(),
@@ -436,10 +544,30 @@ impl ConfigError {
     /// An error for `key` of the `[[route]]` entry for `path`.
     pub fn in_route(path: impl Into<String>, key: &'static str, reason: impl Into<String>) -> Self {
         Self {
+            section: None,
             key,
             route: Some(path.into()),
             reason: reason.into(),
         }
+    }
+
+    /// The key's full path in the configuration file:
+    /// `websocket.max_frame_size_in_kb`, `route.require`, `tls.cert`.
+    pub fn file_key(&self) -> String {
+        match (&self.route, self.section) {
+            (Some(_), _) => format!("route.{}", self.key),
+            (None, Some(section)) => format!("{section}.{}", self.key),
+            (None, None) => self.key.to_owned(),
+        }
+    }
+
+    /// The same error, in the table `section` (unless it is a route's).
+    #[must_use]
+    pub(crate) fn in_section(mut self, section: &'static str) -> Self {
+        if self.route.is_none() && self.section.is_none() {
+            self.section = Some(section);
+        }
+        self
     }
 
     /// The same error, moved into the `[[route]]` entry for `path`.
@@ -447,6 +575,7 @@ impl ConfigError {
     pub(crate) fn within_route(mut self, path: Option<&str>) -> Self {
         if let Some(path) = path {
             self.route = Some(path.to_owned());
+            self.section = None;
         }
         self
     }
@@ -456,36 +585,110 @@ impl ConfigError {
 fn check_sizes(message: usize, frame: usize) -> Result<(), ConfigError> {
     if message < 125 {
         return Err(ConfigError::new(
-            "max_message_size",
+            "max_message_size_in_kb",
             "must be at least 125 bytes",
         ));
     }
     if frame < 125 {
         return Err(ConfigError::new(
-            "max_frame_size",
+            "max_frame_size_in_kb",
             "must be at least 125 bytes",
         ));
     }
     if frame > message {
         return Err(ConfigError::new(
-            "max_frame_size",
+            "max_frame_size_in_kb",
             format!("must not exceed max_message_size ({message} bytes)"),
         ));
     }
     Ok(())
 }
 
+/// The settings that need parsing, parsed: what
+/// [`ServerConfig::validate`] checks is what the server is built from.
+pub(crate) struct Parsed {
+    /// `trusted_proxies`.
+    pub(crate) trusted: TrustedProxies,
+    /// The server's `allowed_origins` and `require_origin`.
+    pub(crate) origin: Arc<OriginPolicy>,
+    /// Per `[[route]]` entry (same order): its own origin policy, when it
+    /// sets `allowed_origins` or `require_origin`.
+    pub(crate) route_origins: Vec<Option<Arc<OriginPolicy>>>,
+}
+
 impl ServerConfig {
+    /// The section's name in the configuration file.
+    const SECTION: &str = "server";
+
     /// Checks every field's range and parses the lists.
     ///
     /// Whether each `[[route]]` entry names a mounted route is only known
-    /// when the components are; [`ServerBuilder::build`](crate::ServerBuilder::build)
-    /// checks that. TLS files are read by `build` too.
+    /// when the components are, and the aspects a route may `require` when
+    /// the authenticator is; [`ServerBuilder::build`](crate::ServerBuilder::build)
+    /// checks both. TLS files are read by `build` too.
     ///
     /// # Errors
-    /// The first field out of range, by its configuration key; for lists,
-    /// the error quotes the bad entry.
+    /// The first field out of range, by its configuration key
+    /// ([`ConfigError::file_key`]); for lists, the error quotes the bad
+    /// entry.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.parse().map(drop)
+    }
+
+    /// Checks every field and parses what needs parsing, once.
+    pub(crate) fn parse(&self) -> Result<Parsed, ConfigError> {
+        self.check_server()
+            .map_err(|e| e.in_section(Self::SECTION))?;
+        let largest_message = self
+            .routes
+            .iter()
+            .filter_map(|r| r.max_message_size)
+            .chain([self.websocket.max_message_size])
+            .max()
+            .unwrap_or(self.websocket.max_message_size);
+        self.websocket
+            .validate(largest_message)
+            .map_err(|e| e.in_section(WebSocketSettings::SECTION))?;
+        if let Some(tls) = &self.tls {
+            tls.validate()
+                .map_err(|e| e.in_section(TlsSettings::SECTION))?;
+        }
+        let server = || -> Result<_, ConfigError> {
+            Ok((
+                TrustedProxies::parse(&self.trusted_proxies)?,
+                OriginPolicy::parse(&self.allowed_origins, self.require_origin)?,
+            ))
+        };
+        let (trusted, origin) = server().map_err(|e| e.in_section(Self::SECTION))?;
+        let mut route_origins = Vec::with_capacity(self.routes.len());
+        for route in &self.routes {
+            self.route_sizes(route)?;
+            let own = route.allowed_origins.is_some() || route.require_origin.is_some();
+            route_origins.push(if own {
+                let origins = route
+                    .allowed_origins
+                    .as_deref()
+                    .unwrap_or(&self.allowed_origins);
+                let require = route.require_origin.unwrap_or(self.require_origin);
+                Some(Arc::new(
+                    OriginPolicy::parse(origins, require)
+                        .map_err(|e| e.within_route(Some(&route.path)))?
+                        .for_route(),
+                ))
+            } else {
+                None
+            });
+            Self::check_requirement(route)?;
+        }
+        Ok(Parsed {
+            trusted,
+            origin: Arc::new(origin),
+            route_origins,
+        })
+    }
+
+    /// Checks the ranges of the `[server]` keys.
+    fn check_server(&self) -> Result<(), ConfigError> {
         if self.max_request_size < 1024 {
             return Err(ConfigError::new(
                 "max_request_size_in_kb",
@@ -500,42 +703,6 @@ impl ServerConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::new("handshake_timeout", "must be above zero"));
-        }
-        check_sizes(self.max_message_size, self.max_frame_size)?;
-        if self.max_buffered_memory != 0 {
-            let largest = self
-                .routes
-                .iter()
-                .filter_map(|r| r.max_message_size)
-                .chain([self.max_message_size])
-                .max()
-                .unwrap_or(self.max_message_size);
-            if self.max_buffered_memory < largest.max(1 << 20) {
-                return Err(ConfigError::new(
-                    "max_buffered_memory",
-                    format!(
-                        "must be 0 (unlimited) or at least 1 (MiB) and at least the largest                          max_message_size ({largest} bytes)"
-                    ),
-                ));
-            }
-        }
-        if self.outgoing_queue == 0 {
-            return Err(ConfigError::new("outgoing_queue", "must be at least 1"));
-        }
-        if self.write_timeout.is_zero() {
-            return Err(ConfigError::new("write_timeout", "must be above zero"));
-        }
-        if !(256..=1 << 20).contains(&self.read_buffer_size) {
-            return Err(ConfigError::new(
-                "read_buffer_size",
-                "must be between 256 bytes and 1 MiB",
-            ));
-        }
-        if !(256..=16 << 20).contains(&self.write_buffer_size) {
-            return Err(ConfigError::new(
-                "write_buffer_size",
-                "must be between 256 bytes and 16 MiB",
-            ));
         }
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
             return Err(ConfigError::new("health_path", "must start with `/`"));
@@ -552,53 +719,42 @@ impl ServerConfig {
                 format!("must be between 0 and 128, got {}", self.ipv6_prefix_len),
             ));
         }
-        TrustedProxies::parse(&self.trusted_proxies)?;
-        OriginPolicy::parse(&self.allowed_origins, self.require_origin)?;
-        if let Some(tls) = &self.tls {
-            for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
-                if path.as_os_str().is_empty() {
-                    return Err(ConfigError::new(key, "must name a PEM file"));
+        Ok(())
+    }
+
+    /// Checks that every route's `require` names one of `aspects` (the
+    /// names the server's [`Authenticate`](crate::Authenticate) has).
+    /// [`ServerBuilder::build`](crate::ServerBuilder::build) checks this
+    /// with the authenticator it is given.
+    ///
+    /// # Errors
+    /// The first `require` entry that names no aspect, with the route.
+    pub fn check_required_aspects(&self, aspects: &[&str]) -> Result<(), ConfigError> {
+        for route in &self.routes {
+            for name in &route.require {
+                if !aspects.contains(&name.as_str()) {
+                    return Err(ConfigError::in_route(
+                        route.path.clone(),
+                        "require",
+                        format!(
+                            "names the aspect {name:?}, which is not configured; the aspects are: {}",
+                            if aspects.is_empty() {
+                                "(none; add an [[aspect]] table)".to_owned()
+                            } else {
+                                aspects.join(", ")
+                            }
+                        ),
+                    ));
                 }
             }
-            if tls
-                .client_ca
-                .as_ref()
-                .is_some_and(|p| p.as_os_str().is_empty())
-            {
-                return Err(ConfigError::new("tls.client_ca", "must name a PEM file"));
-            }
-        }
-        for route in &self.routes {
-            self.route_sizes(route)?;
-            if let Some(origins) = &route.allowed_origins {
-                OriginPolicy::parse(origins, false)
-                    .map_err(|e| e.within_route(Some(&route.path)))?;
-            }
-            self.check_requirement(route)?;
         }
         Ok(())
     }
 
-    /// Checks a route's `require` and `require_groups` against the
-    /// configured aspects.
-    fn check_requirement(&self, route: &RoutePolicy) -> Result<(), ConfigError> {
+    /// Checks a route's `require_groups` (its `require` is checked against
+    /// the aspects by [`check_required_aspects`](Self::check_required_aspects)).
+    fn check_requirement(route: &RoutePolicy) -> Result<(), ConfigError> {
         let in_route = |key, reason: String| ConfigError::in_route(route.path.clone(), key, reason);
-        for name in &route.require {
-            if !self.aspects.iter().any(|a| a.name() == name) {
-                let names: Vec<&str> = self.aspects.iter().map(AspectSettings::name).collect();
-                return Err(in_route(
-                    "require",
-                    format!(
-                        "names the aspect {name:?}, which is not configured; the aspects are: {}",
-                        if names.is_empty() {
-                            "(none; add an [[aspect]] table)".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                ));
-            }
-        }
         if !route.require_groups.is_empty() && route.require.is_empty() {
             return Err(in_route(
                 "require_groups",
@@ -616,10 +772,12 @@ impl ServerConfig {
 
     /// The message and frame limits in force on a route with `policy`.
     pub(crate) fn route_sizes(&self, policy: &RoutePolicy) -> Result<(usize, usize), ConfigError> {
-        let message = policy.max_message_size.unwrap_or(self.max_message_size);
+        let message = policy
+            .max_message_size
+            .unwrap_or(self.websocket.max_message_size);
         let frame = policy
             .max_frame_size
-            .unwrap_or(self.max_frame_size.min(message));
+            .unwrap_or(self.websocket.max_frame_size.min(message));
         check_sizes(message, frame).map_err(|e| e.within_route(Some(&policy.path)))?;
         Ok((message, frame))
     }
@@ -653,12 +811,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let c = ServerConfig {
-            max_frame_size: 32 << 20,
-            ..ServerConfig::default()
-        };
+        let mut c = ServerConfig::default();
+        c.websocket.max_frame_size = 32 << 20;
         let e = c.validate().unwrap_err();
-        assert_eq!(e.key, "max_frame_size");
+        // The key as the file writes it, in its table.
+        assert_eq!(e.key, "max_frame_size_in_kb");
+        assert_eq!(e.file_key(), "websocket.max_frame_size_in_kb");
         assert!(e.to_string().contains("max_message_size"), "{e}");
         let c = ServerConfig {
             max_request_size: 10,
@@ -669,7 +827,32 @@ mod tests {
             ipv6_prefix_len: 129,
             ..ServerConfig::default()
         };
-        assert_eq!(c.validate().unwrap_err().key, "ipv6_prefix_len");
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "ipv6_prefix_len");
+        assert_eq!(e.file_key(), "server.ipv6_prefix_len");
+    }
+
+    #[test]
+    fn the_schema_reads_the_files_keys_and_units() {
+        let c: ServerConfig = toml::from_str(
+            "max_request_size_in_kb = 8
+shutdown_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_request_size, 8 * 1024);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
+        let w: WebSocketSettings =
+            toml::from_str("max_message_size_in_kb = 2\nmax_buffered_memory_in_mb = 3\n").unwrap();
+        assert_eq!((w.max_message_size, w.max_buffered_memory), (2048, 3 << 20));
+        let r: RoutePolicy = toml::from_str("path = \"/x\"\nmax_frame_size_in_kb = 1\n").unwrap();
+        assert_eq!(r.max_frame_size, Some(1024));
+        // Unknown keys are errors naming them.
+        let e = toml::from_str::<ServerConfig>("max_message_size_in_kb = 1\n").unwrap_err();
+        assert!(e.to_string().contains("max_message_size_in_kb"), "{e}");
+        // What is written reads back the same.
+        let c = ServerConfig::default();
+        let again: ServerConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
     }
 
     #[test]
@@ -702,11 +885,12 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert_eq!(
             (e.key, e.route.as_deref()),
-            ("max_frame_size", Some("/chat"))
+            ("max_frame_size_in_kb", Some("/chat"))
         );
+        assert_eq!(e.file_key(), "route.max_frame_size_in_kb");
         assert_eq!(
             e.to_string(),
-            "invalid setting `max_frame_size` of the route \"/chat\": \
+            "invalid setting `max_frame_size_in_kb` of the route \"/chat\": \
              must not exceed max_message_size (1024 bytes)"
         );
         // Only the message limit lowered: the frame limit follows it.
@@ -735,19 +919,11 @@ mod tests {
             routes: vec![route],
             ..ServerConfig::default()
         };
-        let e = c.validate().unwrap_err();
+        c.validate().unwrap();
+        let e = c.check_required_aspects(&[]).unwrap_err();
         assert_eq!((e.key, e.route.as_deref()), ("require", Some("/chat")));
         assert!(e.reason.contains("frontend.user"), "{e}");
-        c.aspects
-            .push(AspectSettings::new(ws_auth::AspectConfig::new(
-                "frontend.user",
-                ws_auth::Credential::Bearer,
-                ws_auth::SourceConfig::Jwt(ws_auth::JwtConfig::new(
-                    ws_auth::JwtAlgorithm::HS256,
-                    "/nonexistent",
-                )),
-            )));
-        c.validate().unwrap();
+        c.check_required_aspects(&["frontend.user"]).unwrap();
         c.routes[0].require_groups = vec![String::new()];
         assert_eq!(c.validate().unwrap_err().key, "require_groups");
         c.routes[0].require.clear();

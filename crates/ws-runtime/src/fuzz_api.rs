@@ -127,7 +127,9 @@ pub fn ws_config(max_message: usize, max_frame: usize) -> WebSocketConfig {
     crate::policy::ws_config(
         max_message,
         max_frame,
-        crate::ServerConfig::default().max_frames_per_message,
+        crate::ServerConfig::default()
+            .websocket
+            .max_frames_per_message,
     )
 }
 

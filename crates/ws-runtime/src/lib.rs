@@ -17,10 +17,11 @@
 //! 2. origin check (`allowed_origins`, `require_origin`) → 403;
 //! 3. connection limits (`max_connections`, `max_connections_per_address`,
 //!    `max_connections_per_address_per_second`) → 429 with `Retry-After`;
-//! 4. authentication, when `[[aspect]]`s are configured
-//!    ([`ServerConfig::aspects`], [`AspectSettings`]): every aspect resolved
-//!    by `ws-auth` → 503 when a source configured `on_error = "reject"`
-//!    fails; the route's `require` → 401, `require_groups` → 403;
+//! 4. authentication, when the server has an [`Authenticate`]
+//!    ([`ServerBuilder::authenticator`]; `ws-auth` in the stock server):
+//!    every aspect resolved → 503 when a source configured
+//!    `on_error = "reject"` fails; the route's `require` → 401,
+//!    `require_groups` → 403;
 //! 5. the user's own layers;
 //! 6. the route (→ 404), the route's own `max_connections` (→ 429), the 101.
 //!
@@ -38,8 +39,8 @@
 //! aspect becomes anonymous and the component's `on_aspect_change` is
 //! called; a changed user (groups, expiry) is applied the same way. A
 //! credential offered as a `Sec-WebSocket-Protocol` entry is never chosen as
-//! the subprotocol. A server with aspects is built with
-//! [`ServerBuilder::build_async`].
+//! the subprotocol. The runtime itself knows no session store or token
+//! format: they are behind the [`Authenticate`] seam.
 //!
 //! ```no_run
 //! use ws_core::{component_fn, Connection, Message};
@@ -64,6 +65,7 @@
 mod accept;
 mod admin;
 mod auth;
+mod authenticate;
 mod client_addr;
 mod config;
 mod convert;
@@ -78,15 +80,19 @@ mod origin;
 mod pipeline;
 mod policy;
 mod read_ahead;
+mod registry;
 mod server;
 mod session;
 mod tasks;
 mod tls;
 
 pub use admin::{AdminConfig, serve_admin};
+pub use authenticate::{
+    AspectInfo, AuthRefusal, Authenticate, Authenticated, OnChange, Revalidate, SessionEnd,
+};
 pub use config::{
-    AspectSettings, ConfigError, ForwardedHeader, OnSessionEnd, RoutePolicy, ServerConfig,
-    TlsSettings,
+    ConfigError, ForwardedHeader, OnSessionEnd, RoutePolicy, ServerConfig, TlsSettings,
+    WebSocketSettings,
 };
 pub use pipeline::{
     ClientAddr, ClientCertificates, HandshakeFn, HandshakeFnService, HandshakeRequest,
@@ -97,6 +103,3 @@ pub use server::{BuildError, Server, ServerBuilder, memory_budget, shutdown_sign
 pub use tls::TlsError;
 /// The tower version the handshake pipeline is built on, for writing layers.
 pub use tower;
-/// The authentication crate whose [`AspectConfig`](ws_auth::AspectConfig)
-/// [`AspectSettings`] wraps.
-pub use ws_auth;

@@ -11,8 +11,9 @@
 //! 2. **origin**: `allowed_origins` of the route (or the server) → 403;
 //! 3. **limiter**: `max_connections`, `max_connections_per_address`,
 //!    `max_connections_per_address_per_second` → 429 with `Retry-After`;
-//! 4. **authentication** (only when `[[aspect]]`s are configured, and only
-//!    for a path that matches a route): every aspect is resolved; a failing
+//! 4. **authentication** (only when the server has an
+//!    [`Authenticate`](crate::Authenticate) with aspects, and only for a
+//!    path that matches a route): every aspect is resolved; a failing
 //!    source configured `on_error = "reject"` → 503; the route's `require`
 //!    → 401, `require_groups` → 403. The resolved [`ws_core::Aspects`] go
 //!    into the request's extensions, where later layers can read them;

@@ -10,7 +10,7 @@ use ws_ratelimit::{ConnectionLimiter, ConnectionLimits};
 use ws_routing::RouteTable;
 
 use crate::auth::Requirement;
-use crate::config::{ConfigError, RoutePolicy, ServerConfig};
+use crate::config::{ConfigError, Parsed, RoutePolicy, ServerConfig};
 use crate::origin::OriginPolicy;
 
 /// One mounted route, for listings, with the policy in force on it.
@@ -103,17 +103,20 @@ fn find(table: &RouteTable<usize>, entry: &RoutePolicy) -> Result<usize, ConfigE
         })
 }
 
-/// Resolves the `[[route]]` entries of `config` against the routes of
-/// `table`, whose values index `components`.
+/// Resolves the `[[route]]` entries of `config` (with their origin
+/// policies as `parsed`) against the routes of `table`, whose values index
+/// `components`.
 pub(crate) fn mount(
     config: &ServerConfig,
+    parsed: &Parsed,
     table: &RouteTable<usize>,
     components: Vec<Arc<dyn Component>>,
 ) -> Result<Vec<MountedRoute>, ConfigError> {
-    let mut entries: HashMap<usize, &RoutePolicy> = HashMap::new();
-    for entry in &config.routes {
+    // Route index -> index of its entry in `config.routes`.
+    let mut entries: HashMap<usize, usize> = HashMap::new();
+    for (at, entry) in config.routes.iter().enumerate() {
         let index = find(table, entry)?;
-        if let Some(other) = entries.insert(index, entry) {
+        if let Some(other) = entries.insert(index, at).map(|o| &config.routes[o]) {
             return Err(ConfigError::in_route(
                 entry.path.clone(),
                 "path",
@@ -125,13 +128,10 @@ pub(crate) fn mount(
             ));
         }
     }
-    let server_origin = Arc::new(OriginPolicy::parse(
-        &config.allowed_origins,
-        config.require_origin,
-    )?);
     let mut mounted = Vec::with_capacity(components.len());
     for (route, component) in table.routes().iter().zip(components) {
-        let entry = entries.get(route.value()).copied();
+        let at = entries.get(route.value()).copied();
+        let entry = at.map(|at| &config.routes[at]);
         let default = RoutePolicy::default();
         let policy = entry.unwrap_or(&default);
         let in_route = |e: ConfigError| e.within_route(entry.map(|p| p.path.as_str()));
@@ -141,14 +141,9 @@ pub(crate) fn mount(
             .clone()
             .unwrap_or_else(|| config.allowed_origins.clone());
         let require_origin = policy.require_origin.unwrap_or(config.require_origin);
-        let origin = if policy.allowed_origins.is_none() && policy.require_origin.is_none() {
-            Arc::clone(&server_origin)
-        } else {
-            Arc::new(
-                OriginPolicy::parse(&allowed_origins, require_origin)
-                    .map_err(in_route)?
-                    .for_route(),
-            )
+        let origin = match at.and_then(|at| parsed.route_origins[at].as_ref()) {
+            Some(own) => Arc::clone(own),
+            None => Arc::clone(&parsed.origin),
         };
         let max_connections = policy.max_connections.unwrap_or(0);
         let limiter = (max_connections != 0)
@@ -167,7 +162,7 @@ pub(crate) fn mount(
             ws_config: ws_config(
                 max_message_size,
                 max_frame_size,
-                config.max_frames_per_message,
+                config.websocket.max_frames_per_message,
             ),
             requirement: Arc::new(Requirement {
                 route: route.path().to_owned(),
@@ -224,7 +219,7 @@ mod tests {
             routes: vec![a, b],
             ..ServerConfig::default()
         };
-        let m = mount(&config, &t, c).unwrap();
+        let m = mount(&config, &config.parse().unwrap(), &t, c).unwrap();
         assert_eq!(m[0].info.max_messages_per_second, 5);
         assert!(m[0].info.has_policy);
         assert!(m[0].limiter.is_none());
@@ -241,12 +236,16 @@ mod tests {
             routes: vec![RoutePolicy::new("/nope")],
             ..ServerConfig::default()
         };
-        let e = mount(&config, &t, c).err().unwrap();
+        let e = mount(&config, &config.parse().unwrap(), &t, c)
+            .err()
+            .unwrap();
         assert_eq!((e.key, e.route.as_deref()), ("path", Some("/nope")));
         assert!(e.reason.contains("/ws/echo"), "{e}");
         let (t, c) = table("/ws", &["/echo"]);
         config.routes = vec![RoutePolicy::new("/echo"), RoutePolicy::new("/ws/echo")];
-        let e = mount(&config, &t, c).err().unwrap();
+        let e = mount(&config, &config.parse().unwrap(), &t, c)
+            .err()
+            .unwrap();
         assert!(e.reason.contains("same route"), "{e}");
     }
 }

@@ -34,7 +34,7 @@ use crate::convert;
 use crate::io::Io;
 use crate::keepalive::{self, Keepalive, Verdict};
 use crate::read_ahead::ReadAhead;
-use crate::server::Held;
+use crate::registry::Held;
 
 /// The stream of every session: the client socket under the read adapter.
 pub(crate) type Ws = WebSocketStream<ReadAhead<Io>>;

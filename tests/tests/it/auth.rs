@@ -16,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use ws_auth::{
-    AspectConfig, Credential, HttpConfig, JwtAlgorithm, JwtConfig, OnError, RedisConfig,
-    SourceConfig, SqlConfig,
+    AspectConfig, Authenticator, Credential, HttpConfig, JwtAlgorithm, JwtConfig, OnError,
+    RedisConfig, SourceConfig, SqlConfig,
 };
 use ws_core::{BoxError, Component, Connection, Message};
-use ws_runtime::{AspectSettings, BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
+use ws_runtime::{BuildError, OnSessionEnd, RoutePolicy, Server, ServerConfig};
 use ws_test_support::{Redis, TempDir};
 use ws_tests::{
     TestServer, body_of, connect_with, expect_close, header_of, next_text, raw_exchange, send,
@@ -134,21 +134,26 @@ impl Component for Recorder {
     }
 }
 
+/// The authenticator of `aspects`, as the server gets it.
+async fn authenticator(aspects: &[AspectConfig]) -> Authenticator {
+    Authenticator::new(aspects).await.expect("aspects set up")
+}
+
 async fn start(
-    aspects: Vec<AspectSettings>,
+    aspects: Vec<AspectConfig>,
     routes: Vec<RoutePolicy>,
     recorder: Option<Arc<Recorder>>,
 ) -> TestServer {
     let mut config = ServerConfig::default();
-    config.aspects = aspects;
     config.routes = routes;
     let mut builder = Server::builder()
         .component(demo_echo::Whoami)
-        .config(config);
+        .config(config)
+        .authenticator(authenticator(&aspects).await);
     if let Some(r) = recorder {
         builder = builder.component_arc(r);
     }
-    TestServer::serve(builder.build_async().await.expect("server builds")).await
+    TestServer::serve(builder.build().expect("server builds")).await
 }
 
 /// What `whoami` (or the recorder) says about `frontend.user`.
@@ -167,7 +172,7 @@ async fn connect_cookie(srv: &TestServer, path: &str, cookie: &str) -> ws_tests:
 #[tokio::test]
 async fn jwt_in_a_cookie_logs_in() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.path()).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, &format!("other=1; fe_token={}", token(300))).await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -179,7 +184,7 @@ async fn jwt_in_a_cookie_logs_in() {
 #[tokio::test]
 async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.path()).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let mut ws = srv.connect(WHOAMI).await;
     let me = ask(&mut ws).await;
     assert_eq!(
@@ -191,7 +196,7 @@ async fn no_cookie_is_anonymous_but_the_aspect_is_there() {
 #[tokio::test]
 async fn expired_malformed_and_forged_tokens_are_anonymous() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.path()).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let forged = sign_with(
         "another-secret-entirely-0123456789",
         &json!({"sub": "1", "exp": now() + 300}),
@@ -214,7 +219,7 @@ async fn redis_session_logs_in_and_logout_closes_with_1008() {
         "EX",
         "120",
     ]);
-    let srv = start(vec![redis_aspect(&redis.url()).into()], vec![], None).await;
+    let srv = start(vec![redis_aspect(&redis.url())], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -249,7 +254,7 @@ async fn redis_change_updates_the_aspect_and_calls_the_hook() {
     ]);
     let recorder = Arc::new(Recorder::default());
     let srv = start(
-        vec![redis_aspect(&redis.url()).into()],
+        vec![redis_aspect(&redis.url())],
         vec![],
         Some(Arc::clone(&recorder)),
     )
@@ -276,7 +281,7 @@ async fn store_down_with_reject_is_503_naming_the_aspect() {
     // Nothing listens on this port: the store is down.
     let url = format!("redis://127.0.0.1:{}", ws_test_support::free_port());
     let reject = redis_aspect(&url).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
         srv.addr,
         upgrade_request(WHOAMI, "Cookie: sid=abc\r\n").as_bytes(),
@@ -298,7 +303,7 @@ async fn store_down_with_reject_is_503_naming_the_aspect() {
     assert_eq!(status_of(&resp), 404, "{resp}");
 
     // The default, on_error = "anonymous": the handshake goes on.
-    let srv = start(vec![redis_aspect(&url).into()], vec![], None).await;
+    let srv = start(vec![redis_aspect(&url)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
@@ -310,7 +315,7 @@ async fn store_failing_while_connected_with_reject_closes_with_1013() {
     };
     redis.command(&["SET", "sess:abc", r#"{"id": 7}"#, "EX", "120"]);
     let reject = redis_aspect(&redis.url()).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=abc").await;
     assert_eq!(ask(&mut ws).await["logged_in"], true);
     redis.kill();
@@ -323,7 +328,7 @@ async fn route_require_is_401_for_anonymous_and_101_when_logged_in() {
     let secret = SecretFile::new();
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec![ASPECT.into()];
-    let srv = start(vec![cookie_jwt(&secret.path()).into()], vec![route], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![route], None).await;
     assert_eq!(srv.server.routes()[0].require, [ASPECT]);
     for extra in [String::new(), "Cookie: fe_token=garbage\r\n".to_owned()] {
         let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, &extra).as_bytes(), LIMIT).await;
@@ -353,7 +358,7 @@ async fn bearer_aspects_answer_401_with_www_authenticate() {
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec![ASPECT.into()];
     let aspect = jwt_aspect(&secret.path(), Credential::Bearer);
-    let srv = start(vec![aspect.into()], vec![route], None).await;
+    let srv = start(vec![aspect], vec![route], None).await;
     let resp = raw_exchange(srv.addr, upgrade_request(WHOAMI, "").as_bytes(), LIMIT).await;
     assert_eq!(status_of(&resp), 401, "{resp}");
     assert_eq!(
@@ -377,7 +382,7 @@ async fn require_groups_is_403_outside_the_groups() {
     editors.require = vec![ASPECT.into()];
     editors.require_groups = vec!["admins".into(), "editors".into()];
     let srv = start(
-        vec![cookie_jwt(&secret.path()).into()],
+        vec![cookie_jwt(&secret.path())],
         vec![admins, editors],
         Some(Arc::default()),
     )
@@ -401,7 +406,7 @@ async fn require_groups_is_403_outside_the_groups() {
 #[tokio::test]
 async fn a_jwt_closes_the_connection_at_its_exp() {
     let secret = SecretFile::new();
-    let srv = start(vec![cookie_jwt(&secret.path()).into()], vec![], None).await;
+    let srv = start(vec![cookie_jwt(&secret.path())], vec![], None).await;
     let exp = now() + 2;
     let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": exp}));
     let mut ws = connect_cookie(&srv, WHOAMI, &format!("fe_token={jwt}")).await;
@@ -446,15 +451,15 @@ async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
 
     let secret = SecretFile::new();
     let mut config = ServerConfig::default();
-    config.aspects = vec![cookie_jwt(&secret.path()).into()];
+
     // No message-rate limit: only the session's end may close.
     config.max_messages_per_second = 0;
     config.max_messages_per_address_per_second = 0;
     let server = Server::builder()
         .component(Silent)
         .config(config)
-        .build_async()
-        .await
+        .authenticator(authenticator(&[cookie_jwt(&secret.path())]).await)
+        .build()
         .expect("server builds");
     let srv = TestServer::serve(server).await;
     let exp = now() + 2;
@@ -513,7 +518,7 @@ async fn a_client_that_never_stops_sending_is_still_closed_at_its_exp() {
 async fn downgrade_keeps_the_connection_and_calls_the_hook() {
     let secret = SecretFile::new();
     let recorder = Arc::new(Recorder::default());
-    let aspect = AspectSettings::new(cookie_jwt(&secret.path())).on_end(OnSessionEnd::Downgrade);
+    let aspect = cookie_jwt(&secret.path()).on_end(OnSessionEnd::Downgrade);
     let srv = start(vec![aspect], vec![], Some(Arc::clone(&recorder))).await;
     let jwt = sign_with(SECRET, &json!({"sub": "42", "exp": now() + 2}));
     let mut ws = connect_cookie(&srv, "/rec", &format!("fe_token={jwt}")).await;
@@ -538,7 +543,7 @@ async fn a_protocol_credential_is_never_echoed_back() {
             prefix: "bearer.".into(),
         },
     );
-    let srv = start(vec![aspect.into()], vec![], Some(Arc::default())).await;
+    let srv = start(vec![aspect], vec![], Some(Arc::default())).await;
     let jwt = token(300);
     let entry = format!("bearer.{jwt}");
     // The token entry first: still not chosen; the route's `chat` is.
@@ -577,15 +582,10 @@ async fn a_protocol_credential_is_never_echoed_back() {
 
 #[tokio::test]
 async fn configuration_errors_name_the_aspect_and_the_key() {
-    let mut config = ServerConfig::default();
-    config.aspects = vec![cookie_jwt(Path::new("/nonexistent/jwt.secret")).into()];
-    let e = Server::builder()
-        .component(demo_echo::Whoami)
-        .config(config.clone())
-        .build_async()
+    // An aspect that cannot work fails before the server is built.
+    let e = Authenticator::new(&[cookie_jwt(Path::new("/nonexistent/jwt.secret"))])
         .await
         .unwrap_err();
-    assert!(matches!(e, BuildError::Aspect(_)), "{e:?}");
     let text = e.to_string();
     assert!(
         text.contains("`frontend.user`")
@@ -593,22 +593,17 @@ async fn configuration_errors_name_the_aspect_and_the_key() {
             && text.contains("/nonexistent/jwt.secret"),
         "{text}"
     );
-    // The synchronous build cannot set up aspects, and says what to use.
-    let e = Server::builder()
-        .component(demo_echo::Whoami)
-        .config(config.clone())
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("build_async"), "{e}");
     // A route requiring an aspect that is not configured.
+    let secret = SecretFile::new();
+    let mut config = ServerConfig::default();
     let mut route = RoutePolicy::new(WHOAMI);
     route.require = vec!["backend.user".into()];
     config.routes = vec![route];
     let e = Server::builder()
         .component(demo_echo::Whoami)
         .config(config)
-        .build_async()
-        .await
+        .authenticator(authenticator(&[cookie_jwt(&secret.path())]).await)
+        .build()
         .unwrap_err();
     let BuildError::Config(e) = e else {
         panic!("{e:?}")
@@ -673,7 +668,7 @@ async fn sqlite_session_logs_in_and_others_are_anonymous() {
     let dir = TempDir::new("sqlite");
     let path = dir.path().join("sessions.sqlite");
     sqlite_sessions(&path).await;
-    let srv = start(vec![sql_aspect(&path).into()], vec![], None).await;
+    let srv = start(vec![sql_aspect(&path)], vec![], None).await;
 
     let mut ws = connect_cookie(&srv, WHOAMI, "theme=dark; sid=live").await;
     let me = ask(&mut ws).await;
@@ -706,7 +701,7 @@ async fn sqlite_missing_database_is_503_under_reject_else_anonymous() {
     let dir = TempDir::new("sqlite");
     let gone = dir.path().join("missing.sqlite");
     let reject = sql_aspect(&gone).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
         srv.addr,
         upgrade_request(WHOAMI, "Cookie: sid=live\r\n").as_bytes(),
@@ -721,7 +716,7 @@ async fn sqlite_missing_database_is_503_under_reject_else_anonymous() {
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 
     // The default, on_error = "anonymous".
-    let srv = start(vec![sql_aspect(&gone).into()], vec![], None).await;
+    let srv = start(vec![sql_aspect(&gone)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sid=live").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
@@ -829,7 +824,7 @@ fn http_aspect(url: &str) -> AspectConfig {
 #[tokio::test]
 async fn http_callback_forwards_the_cookie_and_logs_in() {
     let app = App::start().await;
-    let srv = start(vec![http_aspect(&app.url()).into()], vec![], None).await;
+    let srv = start(vec![http_aspect(&app.url())], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "theme=dark; sess=good").await;
     let me = ask(&mut ws).await;
     assert_eq!(me["logged_in"], true, "{me}");
@@ -852,7 +847,7 @@ async fn http_callback_forwards_the_cookie_and_logs_in() {
     assert_eq!(app.cookies.lock().expect("lock").len(), 2);
     // A 401 is an answer, not a failure: no 503 even under reject.
     let reject = http_aspect(&app.url()).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sess=gone").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }
@@ -865,7 +860,7 @@ async fn http_application_down_is_503_under_reject_else_anonymous() {
         ws_test_support::free_port()
     );
     let reject = http_aspect(&url).on_error(OnError::Reject);
-    let srv = start(vec![reject.into()], vec![], None).await;
+    let srv = start(vec![reject], vec![], None).await;
     let resp = raw_exchange(
         srv.addr,
         upgrade_request(WHOAMI, "Cookie: sess=good\r\n").as_bytes(),
@@ -876,7 +871,7 @@ async fn http_application_down_is_503_under_reject_else_anonymous() {
     assert!(body_of(&resp).contains("`frontend.user`"), "{resp}");
 
     // The default, on_error = "anonymous": the handshake goes on.
-    let srv = start(vec![http_aspect(&url).into()], vec![], None).await;
+    let srv = start(vec![http_aspect(&url)], vec![], None).await;
     let mut ws = connect_cookie(&srv, WHOAMI, "sess=good").await;
     assert_eq!(ask(&mut ws).await["logged_in"], false);
 }

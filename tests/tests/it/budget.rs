@@ -119,9 +119,9 @@ fn a_thousand_trickled_messages_stay_within_the_memory_budget() {
 
 async fn thousand_trickles() {
     let mut config = ServerConfig::default();
-    config.max_message_size = MESSAGE;
-    config.max_frame_size = MESSAGE;
-    config.max_buffered_memory = BUDGET;
+    config.websocket.max_message_size = MESSAGE;
+    config.websocket.max_frame_size = MESSAGE;
+    config.websocket.max_buffered_memory = BUDGET;
     config.max_connections = 0;
     config.max_connections_per_address = 0;
     config.max_connections_per_address_per_second = 0;

@@ -9,8 +9,8 @@ use ws_tests::{TestServer, next, send};
 /// 64 KiB).
 async fn echo_server() -> TestServer {
     let mut config = ServerConfig::default();
-    config.max_message_size = 1 << 20;
-    config.max_frame_size = 1 << 20;
+    config.websocket.max_message_size = 1 << 20;
+    config.websocket.max_frame_size = 1 << 20;
     TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await
 }
 

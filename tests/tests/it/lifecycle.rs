@@ -314,7 +314,7 @@ async fn ticker_demo_sends_ticks() {
 async fn keepalive_pings_and_drops_silent_peers() {
     let rec = Arc::new(Recorder::default());
     let mut config = ServerConfig::default();
-    config.ping_interval = Duration::from_millis(200);
+    config.websocket.ping_interval = Duration::from_millis(200);
     let srv = start(&rec, config).await;
     // A reading client answers pings (tungstenite does it while reading) and stays.
     let (mut tx, mut rx) = futures_util::StreamExt::split(srv.connect("/rec").await);

@@ -9,8 +9,8 @@ use ws_tests::{TestServer, expect_close, next, send};
 
 async fn small_server() -> TestServer {
     let mut config = ServerConfig::default();
-    config.max_message_size = 64 * 1024;
-    config.max_frame_size = 16 * 1024;
+    config.websocket.max_message_size = 64 * 1024;
+    config.websocket.max_frame_size = 16 * 1024;
     TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await
 }
 
@@ -103,8 +103,8 @@ async fn a_client_that_never_reads_does_not_grow_the_server() {
         }
     });
     let mut config = ServerConfig::default();
-    config.outgoing_queue = 64;
-    config.write_timeout = Duration::from_millis(500);
+    config.websocket.outgoing_queue = 64;
+    config.websocket.write_timeout = Duration::from_millis(500);
     let srv = TestServer::start(
         Server::builder()
             .component(flood)
@@ -172,7 +172,7 @@ fn fragmented(n: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_message_in_too_many_frames_closes_with_1009() {
     let mut config = ServerConfig::default();
-    config.max_frames_per_message = 100;
+    config.websocket.max_frames_per_message = 100;
     config.max_connections_per_address_per_second = 0;
     let srv = TestServer::start(Server::builder().component(demo_echo::Echo).config(config)).await;
     // Exactly the limit: echoed whole.
@@ -198,7 +198,10 @@ async fn a_message_in_too_many_frames_closes_with_1009() {
     let (code, _) = raw_frame_close(&srv, &empty).await;
     assert_eq!(code, 1009);
     // The default limit allows a message of 1024 frames.
-    assert_eq!(ServerConfig::default().max_frames_per_message, 1024);
+    assert_eq!(
+        ServerConfig::default().websocket.max_frames_per_message,
+        1024
+    );
     srv.shutdown().await;
 }
 
