@@ -429,11 +429,6 @@ const MAX_LINES: usize = 800;
 /// for a file that is no longer too long fails the test: take it out.
 const LONG_FILES: &[(&str, &str)] = &[
     (
-        "xtask/src/bench.rs",
-        "being split into modules with typed results (issue 15 item 7); \
-         until then its seven sections are marked in the file",
-    ),
-    (
         "xtask/src/autobahn.rs",
         "one task in four marked sections (toolchain, server, suite run, \
          results) read top to bottom; split it when it grows",
