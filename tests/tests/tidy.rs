@@ -427,13 +427,11 @@ const MAX_LINES: usize = 800;
 
 /// Files allowed to be longer than [`MAX_LINES`], each with why. An entry
 /// for a file that is no longer too long fails the test: take it out.
-const LONG_FILES: &[(&str, &str)] = &[
-    (
-        "xtask/src/autobahn.rs",
-        "one task in four marked sections (toolchain, server, suite run, \
+const LONG_FILES: &[(&str, &str)] = &[(
+    "xtask/src/autobahn.rs",
+    "one task in four marked sections (toolchain, server, suite run, \
          results) read top to bottom; split it when it grows",
-    ),
-];
+)];
 
 /// Lines of `text` before its unit tests.
 fn lines_outside_tests(text: &str) -> usize {
