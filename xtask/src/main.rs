@@ -76,11 +76,16 @@ fn ci(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    // The bench baseline and the second load generator are workspaces of
-    // their own (on the unpatched crates.io releases): checked the same
-    // way, with the same licence rules.
+    // The bench baseline and the second load generator (on the unpatched
+    // crates.io releases) and the fuzz crate (nightly flags) are
+    // workspaces of their own: checked the same way, with the same licence
+    // rules.
     let target_dir = util::target_dir();
-    for manifest in [bench::BASELINE_MANIFEST, bench::PEER_MANIFEST] {
+    for manifest in [
+        bench::BASELINE_MANIFEST,
+        bench::PEER_MANIFEST,
+        "fuzz/Cargo.toml",
+    ] {
         util::cargo(&["fmt", "--manifest-path", manifest, "--", "--check"])?;
         util::cargo(&[
             "clippy",
@@ -97,6 +102,7 @@ fn ci(args: &[String]) -> Result<()> {
             "deny",
             "--manifest-path",
             manifest,
+            // cargo-deny 0.20: --config is a global option, before the command.
             "--config",
             "deny.toml",
             "check",
@@ -116,33 +122,6 @@ fn ci(args: &[String]) -> Result<()> {
     }
     util::cargo(&["deny", "check", "bans", "licenses", "sources"])?;
     external_types()?;
-    // The fuzz crate is a workspace of its own too: same format, lints and
-    // licence rules, then every target for a few seconds.
-    let fuzz = "fuzz/Cargo.toml";
-    util::cargo(&["fmt", "--manifest-path", fuzz, "--", "--check"])?;
-    util::cargo(&[
-        "clippy",
-        "--manifest-path",
-        fuzz,
-        "--target-dir",
-        &target_dir.to_string_lossy(),
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    util::cargo(&[
-        "deny",
-        "--manifest-path",
-        fuzz,
-        // cargo-deny 0.20: --config is a global option, before the command.
-        "--config",
-        "deny.toml",
-        "check",
-        "bans",
-        "licenses",
-        "sources",
-    ])?;
     e2e::run(&[])?;
     autobahn::run(&[])?;
     autobahn::run(&["--tls".to_owned()])?;
